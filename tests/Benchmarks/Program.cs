@@ -1,0 +1,3 @@
+using BenchmarkDotNet.Running;
+
+BenchmarkSwitcher.FromAssembly(typeof(PciVirtio.Benchmarks.SplitRingBenchmarks).Assembly).Run(args);

@@ -1,0 +1,5 @@
+namespace PciVirtio.Benchmarks;
+
+public class SplitRingBenchmarks
+{
+}
