@@ -1,0 +1,276 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using PciVirtio.VhostCore.Memory;
+
+namespace PciVirtio.Mmio.Memory;
+
+/// <summary>
+/// Accessor for PCI BAR (I/O) memory. Every access is a single aligned volatile load or
+/// store of 1, 2, 4 or 8 bytes — never a vectorised, unaligned or read-modify-write access,
+/// which a device may reject or tear — and index publication is preceded by a full barrier,
+/// so payload → barrier → index → doorbell holds on any bus. With an
+/// <see cref="AccessCounters"/> attached it counts each transaction.
+/// </summary>
+public readonly struct IoMemoryAccessor(AccessCounters? counters) : IMemoryAccessor
+{
+    public AccessCounters? Counters { get; } = counters;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ushort LoadU16(nint address)
+    {
+        if ((address & 1) == 0)
+        {
+            return Le(Read16(address));
+        }
+
+        return (ushort)(Read8(address) | (Read8(address + 1) << 8));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint LoadU32(nint address)
+    {
+        if ((address & 3) == 0)
+        {
+            return Le(Read32(address));
+        }
+
+        return LoadU16Pair(address);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong LoadU64(nint address)
+    {
+        if ((address & 7) == 0)
+        {
+            return Le(Read64(address));
+        }
+
+        return LoadU32(address) | ((ulong)LoadU32(address + 4) << 32);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ushort LoadAcquireU16(nint address) => LoadU16(address);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void StoreU16(nint address, ushort value)
+    {
+        if ((address & 1) == 0)
+        {
+            Write16(address, Le(value));
+        }
+        else
+        {
+            Write8(address, (byte)value);
+            Write8(address + 1, (byte)(value >> 8));
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void StoreU32(nint address, uint value)
+    {
+        if ((address & 3) == 0)
+        {
+            Write32(address, Le(value));
+        }
+        else
+        {
+            StoreU16(address, (ushort)value);
+            StoreU16(address + 2, (ushort)(value >> 16));
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void StoreU64(nint address, ulong value)
+    {
+        if ((address & 7) == 0)
+        {
+            Write64(address, Le(value));
+        }
+        else
+        {
+            StoreU32(address, (uint)value);
+            StoreU32(address + 4, (uint)(value >> 32));
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void StoreReleaseU16(nint address, ushort value)
+    {
+        // Everything written before (descriptors, ring entries, payload) must reach the
+        // device before the index that publishes it, whatever the memory type.
+        FullBarrier();
+        StoreU16(address, value);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void FullBarrier()
+    {
+        Interlocked.MemoryBarrier();
+        Counters?.Barrier();
+    }
+
+    public void CopyFrom(nint source, Span<byte> destination)
+    {
+        int i = 0;
+        int n = destination.Length;
+
+        // Head: smaller aligned loads until the source is 8-byte aligned.
+        while (i < n && ((source + i) & 7) != 0)
+        {
+            int step = HeadStep(source + i, n - i);
+            Load(source + i, destination.Slice(i, step));
+            i += step;
+        }
+
+        // Body: aligned 8-byte words.
+        for (; n - i >= 8; i += 8)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(destination[i..], Le(Read64(source + i)));
+        }
+
+        // Tail.
+        while (i < n)
+        {
+            int step = TailStep(n - i);
+            Load(source + i, destination.Slice(i, step));
+            i += step;
+        }
+    }
+
+    public void CopyTo(nint destination, ReadOnlySpan<byte> source)
+    {
+        int i = 0;
+        int n = source.Length;
+        while (i < n && ((destination + i) & 7) != 0)
+        {
+            int step = HeadStep(destination + i, n - i);
+            Store(destination + i, source.Slice(i, step));
+            i += step;
+        }
+
+        for (; n - i >= 8; i += 8)
+        {
+            Write64(destination + i, Le(BinaryPrimitives.ReadUInt64LittleEndian(source[i..])));
+        }
+
+        while (i < n)
+        {
+            int step = TailStep(n - i);
+            Store(destination + i, source.Slice(i, step));
+            i += step;
+        }
+    }
+
+    /// <summary>Largest naturally aligned access at <paramref name="address"/> that fits in
+    /// <paramref name="remaining"/> bytes.</summary>
+    private static int HeadStep(nint address, int remaining)
+    {
+        if ((address & 1) != 0 || remaining < 2)
+        {
+            return 1;
+        }
+
+        if ((address & 2) != 0 || remaining < 4)
+        {
+            return 2;
+        }
+
+        return 4;
+    }
+
+    /// <summary>For an 8-byte aligned address, the largest access that fits.</summary>
+    private static int TailStep(int remaining) => remaining >= 4 ? 4 : remaining >= 2 ? 2 : 1;
+
+    private void Load(nint address, Span<byte> into)
+    {
+        switch (into.Length)
+        {
+            case 1: into[0] = Read8(address); break;
+            case 2: BinaryPrimitives.WriteUInt16LittleEndian(into, Le(Read16(address))); break;
+            default: BinaryPrimitives.WriteUInt32LittleEndian(into, Le(Read32(address))); break;
+        }
+    }
+
+    private void Store(nint address, ReadOnlySpan<byte> from)
+    {
+        switch (from.Length)
+        {
+            case 1: Write8(address, from[0]); break;
+            case 2: Write16(address, Le(BinaryPrimitives.ReadUInt16LittleEndian(from))); break;
+            default: Write32(address, Le(BinaryPrimitives.ReadUInt32LittleEndian(from))); break;
+        }
+    }
+
+    private uint LoadU16Pair(nint address)
+    {
+        // An unaligned 32-bit load becomes aligned smaller loads, never one that straddles.
+        if ((address & 1) == 0)
+        {
+            return Le(Read16(address)) | ((uint)Le(Read16(address + 2)) << 16);
+        }
+
+        return Read8(address) | ((uint)Le(Read16(address + 1)) << 8) | ((uint)Read8(address + 3) << 24);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private unsafe byte Read8(nint a)
+    {
+        Counters?.Read(a, 1);
+        return Volatile.Read(ref *(byte*)a);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private unsafe ushort Read16(nint a)
+    {
+        Counters?.Read(a, 2);
+        return Volatile.Read(ref *(ushort*)a);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private unsafe uint Read32(nint a)
+    {
+        Counters?.Read(a, 4);
+        return Volatile.Read(ref *(uint*)a);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private unsafe ulong Read64(nint a)
+    {
+        Counters?.Read(a, 8);
+        return Volatile.Read(ref *(ulong*)a);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private unsafe void Write8(nint a, byte v)
+    {
+        Counters?.Write(a, 1);
+        Volatile.Write(ref *(byte*)a, v);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private unsafe void Write16(nint a, ushort v)
+    {
+        Counters?.Write(a, 2);
+        Volatile.Write(ref *(ushort*)a, v);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private unsafe void Write32(nint a, uint v)
+    {
+        Counters?.Write(a, 4);
+        Volatile.Write(ref *(uint*)a, v);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private unsafe void Write64(nint a, ulong v)
+    {
+        Counters?.Write(a, 8);
+        Volatile.Write(ref *(ulong*)a, v);
+    }
+
+    private static ushort Le(ushort v) => BitConverter.IsLittleEndian ? v : BinaryPrimitives.ReverseEndianness(v);
+
+    private static uint Le(uint v) => BitConverter.IsLittleEndian ? v : BinaryPrimitives.ReverseEndianness(v);
+
+    private static ulong Le(ulong v) => BitConverter.IsLittleEndian ? v : BinaryPrimitives.ReverseEndianness(v);
+}
