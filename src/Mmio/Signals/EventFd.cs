@@ -1,0 +1,104 @@
+using PciVirtio.Mmio.Interop;
+using Tmds.Linux;
+
+namespace PciVirtio.Mmio.Signals;
+
+/// <summary>
+/// A Linux eventfd: the kick and call fds of vhost-user, the interrupt fds VFIO signals for
+/// MSI-X vectors, and the peer doorbells of the ivshmem protocol. Non-blocking, so it can sit
+/// in an epoll loop; a write adds to the counter, a read returns and clears it.
+/// </summary>
+public sealed class EventFd : IDisposable
+{
+    private const int EFD_CLOEXEC = 0x80000;
+    private const int EFD_NONBLOCK = 0x800;
+
+    public EventFd()
+        : this(FileDescriptor.FromResult(LibC.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd"))
+    {
+    }
+
+    /// <summary>Wraps an eventfd received from elsewhere (SCM_RIGHTS); takes ownership.</summary>
+    public EventFd(FileDescriptor handle)
+    {
+        Handle = handle;
+    }
+
+    public FileDescriptor Handle { get; }
+
+    /// <summary>Adds <paramref name="value"/> to the counter, waking any waiter. A full
+    /// counter (EAGAIN) already means "signalled", so it is not an error.</summary>
+    public unsafe void Signal(ulong value = 1)
+    {
+        bool added = false;
+        try
+        {
+            Handle.DangerousAddRef(ref added);
+            while (true)
+            {
+                long rc = LibC.write(Handle.Value, &value, 8);
+                if (rc == 8)
+                {
+                    return;
+                }
+
+                int errno = LibC.errno;
+                if (errno == Errno.EAGAIN)
+                {
+                    return;
+                }
+
+                if (errno != Errno.EINTR)
+                {
+                    throw new NativeCallException("write(eventfd)", errno);
+                }
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                Handle.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>Reads and clears the counter; 0 when nothing was signalled.</summary>
+    public unsafe ulong Consume()
+    {
+        bool added = false;
+        try
+        {
+            Handle.DangerousAddRef(ref added);
+            while (true)
+            {
+                ulong value;
+                long rc = LibC.read(Handle.Value, &value, 8);
+                if (rc == 8)
+                {
+                    return value;
+                }
+
+                int errno = LibC.errno;
+                if (errno == Errno.EAGAIN)
+                {
+                    return 0;
+                }
+
+                if (errno != Errno.EINTR)
+                {
+                    throw new NativeCallException("read(eventfd)", errno);
+                }
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                Handle.DangerousRelease();
+            }
+        }
+    }
+
+    public void Dispose() => Handle.Dispose();
+}
