@@ -8,7 +8,10 @@ namespace PciVirtio.Mmio.Memory;
 /// Accessor for PCI BAR (I/O) memory. Every access is a single aligned volatile load or
 /// store of 1, 2, 4 or 8 bytes — never a vectorised, unaligned or read-modify-write access,
 /// which a device may reject or tear — and index publication is preceded by a full barrier,
-/// so payload → barrier → index → doorbell holds on any bus. With an
+/// so payload → barrier → index → doorbell holds on any bus. The raw loads are never
+/// inlined: inlined into a caller that masks the result, the JIT narrows a volatile 64-bit
+/// load to a 1-byte one (<c>test byte ptr [reg], 1</c>), which a device may refuse or answer
+/// with garbage; a call boundary keeps every load at the width written. With an
 /// <see cref="AccessCounters"/> attached it counts each transaction.
 /// </summary>
 public readonly struct IoMemoryAccessor(AccessCounters? counters) : IMemoryAccessor
@@ -212,28 +215,28 @@ public readonly struct IoMemoryAccessor(AccessCounters? counters) : IMemoryAcces
         return Read8(address) | ((uint)Le(Read16(address + 1)) << 8) | ((uint)Read8(address + 3) << 24);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private unsafe byte Read8(nint a)
     {
         Counters?.Read(a, 1);
         return Volatile.Read(ref *(byte*)a);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private unsafe ushort Read16(nint a)
     {
         Counters?.Read(a, 2);
         return Volatile.Read(ref *(ushort*)a);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private unsafe uint Read32(nint a)
     {
         Counters?.Read(a, 4);
         return Volatile.Read(ref *(uint*)a);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private unsafe ulong Read64(nint a)
     {
         Counters?.Read(a, 8);

@@ -6,9 +6,10 @@ namespace PciVirtio.Mmio.Signals;
 /// <summary>
 /// A Linux eventfd: the kick and call fds of vhost-user, the interrupt fds VFIO signals for
 /// MSI-X vectors, and the peer doorbells of the ivshmem protocol. Non-blocking, so it can sit
-/// in an epoll loop; a write adds to the counter, a read returns and clears it.
+/// in an epoll loop; a write adds to the counter, a read returns and clears it. As an
+/// <see cref="INotificationSource"/> it is what the event loop and the adaptive poller wait on.
 /// </summary>
-public sealed class EventFd : IDisposable
+public sealed class EventFd : INotificationSource, IDisposable
 {
     private const int EFD_CLOEXEC = 0x80000;
     private const int EFD_NONBLOCK = 0x800;

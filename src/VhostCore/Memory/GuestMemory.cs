@@ -94,6 +94,7 @@ public readonly struct GuestMemory<TAccess>(MemoryTable table, TAccess access)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int Gather(ReadOnlySpan<IoSegment> segments, int skip, Span<byte> destination)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(skip);
         int copied = 0;
         foreach (ref readonly var s in segments)
         {
@@ -108,7 +109,9 @@ public readonly struct GuestMemory<TAccess>(MemoryTable table, TAccess access)
                 continue;
             }
 
-            int n = Math.Min((int)s.Length - skip, destination.Length - copied);
+            // A segment may be longer than int.MaxValue (a descriptor of up to 4 GiB - 1):
+            // compute unsigned; the result is bounded by the span, so it fits an int.
+            int n = (int)Math.Min(s.Length - (uint)skip, (uint)(destination.Length - copied));
             Access.CopyFrom(s.Host + skip, destination.Slice(copied, n));
             copied += n;
             skip = 0;
@@ -123,6 +126,7 @@ public readonly struct GuestMemory<TAccess>(MemoryTable table, TAccess access)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public int Scatter(ReadOnlySpan<IoSegment> segments, int skip, ReadOnlySpan<byte> source)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(skip);
         int written = 0;
         foreach (ref readonly var s in segments)
         {
@@ -137,7 +141,7 @@ public readonly struct GuestMemory<TAccess>(MemoryTable table, TAccess access)
                 continue;
             }
 
-            int n = Math.Min((int)s.Length - skip, source.Length - written);
+            int n = (int)Math.Min(s.Length - (uint)skip, (uint)(source.Length - written));
             Access.CopyTo(s.Host + skip, source.Slice(written, n));
             written += n;
             skip = 0;

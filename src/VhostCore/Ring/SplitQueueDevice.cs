@@ -43,6 +43,7 @@ public sealed class SplitQueueDevice<TAccess>
     private ushort _publishedUsed;
     private ushort _signalledUsed;
     private bool _signalledValid;
+    private bool _publishedSinceCheck;
     private VirtqUsedFlags _usedFlags;
 
     public SplitQueueDevice(string name, ChainErrorPolicy policy = ChainErrorPolicy.BreakQueue, ILogger? logger = null)
@@ -107,6 +108,7 @@ public sealed class SplitQueueDevice<TAccess>
         _nextUsed = state.NextUsed;
         _publishedUsed = state.NextUsed;
         _signalledValid = false;
+        _publishedSinceCheck = false;
         _usedFlags = VirtqUsedFlags.None;
 
         var error = state.Validate(memory.Table, out string reason, out _ring);
@@ -121,6 +123,10 @@ public sealed class SplitQueueDevice<TAccess>
             QueueLog.Started(_logger, Name, state.Size, state.DescTable, state.AvailRing, state.UsedRing, state.NextAvail, state.NextUsed, state.Features);
         }
 
+        // used.flags may still hold NO_NOTIFY from before a stop, while our shadow starts
+        // clear: write the shadow, or EnableNotifications would never clear the flag and the
+        // driver would never kick again.
+        _memory.Access.StoreU16(_ring.UsedFlags, (ushort)_usedFlags);
         _running = true;
         return true;
     }
@@ -299,6 +305,7 @@ public sealed class SplitQueueDevice<TAccess>
         }
 
         _publishedUsed = _nextUsed;
+        _publishedSinceCheck = true;
         UsedPublished += added;
     }
 
@@ -314,13 +321,16 @@ public sealed class SplitQueueDevice<TAccess>
             return false;
         }
 
-        ushort old = _signalledUsed;
-        bool valid = _signalledValid;
-        ushort now = _publishedUsed;
-        if (valid && old == now)
+        // Nothing published since the last call (including right after Start): no interrupt.
+        if (!_publishedSinceCheck)
         {
             return false;
         }
+
+        _publishedSinceCheck = false;
+        ushort old = _signalledUsed;
+        bool valid = _signalledValid;
+        ushort now = _publishedUsed;
 
         _signalledUsed = now;
         _signalledValid = true;
