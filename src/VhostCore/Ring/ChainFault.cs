@@ -12,7 +12,7 @@ internal readonly record struct ChainFault(QueueError Error, int Index, ulong Ad
             : $"chain is longer than the queue size {queueSize} (a loop)",
         QueueError.AddressOverflow => $"descriptor {Index}: address 0x{Address:x} + length 0x{Length:x} overflows",
         QueueError.BufferOutOfMemory => $"descriptor {Index}: buffer 0x{Address:x}+0x{Length:x} is not inside guest memory",
-        QueueError.LengthOverflow => "total chain length exceeds 4 GiB",
+        QueueError.LengthOverflow => "the readable or the writable length of the chain exceeds 4 GiB",
         QueueError.ReadableAfterWritable => $"descriptor {Index}: a device-readable descriptor follows a device-writable one",
         QueueError.IndirectNotNegotiated => $"descriptor {Index} is indirect but VIRTIO_F_INDIRECT_DESC was not negotiated",
         QueueError.IndirectNested => $"indirect table entry {Index} is itself indirect",

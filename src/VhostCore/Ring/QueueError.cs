@@ -8,6 +8,7 @@ public enum QueueError
 
     // Ring-level: the ring itself is unusable; the queue is broken until reset.
     BadQueueSize,
+    UnsupportedFeature,
     RingOutOfMemory,
     AvailIndexJump,
     HeadOutOfRange,

@@ -81,7 +81,7 @@ public readonly record struct QueueState
         if ((Features & VirtioFeatures.RingPacked) != 0)
         {
             reason = "packed ring negotiated but the state describes a split ring";
-            return QueueError.BadQueueSize;
+            return QueueError.UnsupportedFeature;
         }
 
         ring = new RingPointers(desc, avail, used, Size);

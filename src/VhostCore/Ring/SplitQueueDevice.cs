@@ -83,8 +83,10 @@ public sealed class SplitQueueDevice<TAccess>
 
     public long InterruptsSuppressed { get; private set; }
 
-    /// <summary>The current state: what GET_VRING_BASE reports and SET_VRING_BASE restores.</summary>
-    public QueueState State => _state with { NextAvail = _nextAvail, NextUsed = _nextUsed };
+    /// <summary>The current state: what GET_VRING_BASE reports and SET_VRING_BASE restores.
+    /// On a broken queue the used index is the last one published, since pushed but
+    /// unpublished elements never reached the driver.</summary>
+    public QueueState State => _state with { NextAvail = _nextAvail, NextUsed = IsBroken ? _publishedUsed : _nextUsed };
 
     /// <summary>
     /// Starts the queue from <paramref name="state"/> over <paramref name="memory"/>. Every

@@ -168,7 +168,7 @@ public class QueueSizeValidationTests
     {
         using var h = new RingHarness(queueSize: 64);
         var state = h.State with { Features = h.State.Features | VirtioFeatures.RingPacked };
-        Assert.Equal(QueueError.BadQueueSize, state.Validate(h.Table, out string reason, out _));
+        Assert.Equal(QueueError.UnsupportedFeature, state.Validate(h.Table, out string reason, out _));
         Assert.Contains("packed", reason, StringComparison.Ordinal);
     }
 }

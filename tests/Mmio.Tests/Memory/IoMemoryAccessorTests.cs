@@ -1,0 +1,124 @@
+using PciVirtio.Mmio.Memory;
+
+namespace PciVirtio.Mmio.Tests.Memory;
+
+public class IoMemoryAccessorTests
+{
+    [Fact]
+    public void Aligned_loads_and_stores_are_single_transactions_of_their_width()
+    {
+        using var bar = PciBarMemory.CreateStandIn("acc", 4096, countAccesses: true);
+        var a = bar.Accessor;
+        nint p = bar.Mapping.Address;
+        a.StoreU64(p, 0x1122334455667788);
+        a.StoreU32(p + 8, 0xAABBCCDD);
+        a.StoreU16(p + 12, 0xEEFF);
+        Assert.Equal(3, bar.Counters!.Writes);
+        Assert.Equal(14, bar.Counters.WrittenBytes);
+
+        Assert.Equal(0x1122334455667788UL, a.LoadU64(p));
+        Assert.Equal(0xAABBCCDDu, a.LoadU32(p + 8));
+        Assert.Equal((ushort)0xEEFF, a.LoadU16(p + 12));
+        Assert.Equal((ushort)0xEEFF, a.LoadAcquireU16(p + 12));
+        Assert.Equal(4, bar.Counters.Reads);
+        Assert.Equal(16, bar.Counters.ReadBytes);
+
+        // Little-endian in memory, whatever the host.
+        Assert.Equal(new byte[] { 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0xDD, 0xCC, 0xBB, 0xAA, 0xFF, 0xEE }, bar.Mapping.Span[..14].ToArray());
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(5)]
+    [InlineData(6)]
+    [InlineData(7)]
+    public void Unaligned_values_are_split_into_aligned_accesses_never_straddling(int offset)
+    {
+        using var bar = PciBarMemory.CreateStandIn("unaligned", 4096, countAccesses: true);
+        var a = bar.Accessor;
+        nint p = bar.Mapping.Address + offset;
+        a.StoreU64(p, 0x0102030405060708);
+        a.StoreU32(p + 16, 0x0A0B0C0D);
+        a.StoreU16(p + 24, 0x0E0F);
+        Assert.Equal(0x0102030405060708UL, a.LoadU64(p));
+        Assert.Equal(0x0A0B0C0Du, a.LoadU32(p + 16));
+        Assert.Equal((ushort)0x0E0F, a.LoadU16(p + 24));
+
+        // More transactions than the aligned case: the value was split.
+        Assert.True(bar.Counters!.Writes > 3);
+        Assert.True(bar.Counters.Reads > 3);
+        Assert.Equal(14, bar.Counters.WrittenBytes);
+        Assert.Equal(14, bar.Counters.ReadBytes);
+    }
+
+    [Theory]
+    [InlineData(0, 4096)]
+    [InlineData(1, 4000)]
+    [InlineData(3, 13)]
+    [InlineData(6, 2)]
+    [InlineData(7, 1)]
+    [InlineData(5, 0)]
+    public void Bulk_copies_move_aligned_words_and_round_trip(int offset, int length)
+    {
+        using var bar = PciBarMemory.CreateStandIn("copy", 8192, countAccesses: true);
+        var a = bar.Accessor;
+        var data = new byte[length];
+        new Random(offset * 7919 + length).NextBytes(data);
+        a.CopyTo(bar.Mapping.Address + offset, data);
+        Assert.Equal(data, bar.Mapping.Span.Slice(offset, length).ToArray());
+        long writes = bar.Counters!.Writes;
+        Assert.Equal(length, bar.Counters.WrittenBytes);
+
+        // Word copies: about length/8 transactions plus at most 3 on each unaligned end.
+        Assert.True(writes <= (length / 8) + 6, $"{writes} writes for {length} bytes");
+
+        var back = new byte[length];
+        a.CopyFrom(bar.Mapping.Address + offset, back);
+        Assert.Equal(data, back);
+        Assert.Equal(length, bar.Counters.ReadBytes);
+        Assert.True(bar.Counters.Reads <= (length / 8) + 6);
+    }
+
+    [Fact]
+    public void Publishing_an_index_issues_a_barrier_first()
+    {
+        using var bar = PciBarMemory.CreateStandIn("barrier", 4096, countAccesses: true);
+        bar.Accessor.StoreReleaseU16(bar.Mapping.Address + 2, 7);
+        Assert.Equal(1, bar.Counters!.Barriers);
+        Assert.Equal(1, bar.Counters.Writes);
+        Assert.Equal(7, bar.Accessor.LoadU16(bar.Mapping.Address + 2));
+    }
+
+    [Fact]
+    public void A_windowed_counter_only_counts_accesses_inside_its_window()
+    {
+        using var bar = PciBarMemory.CreateStandIn("window", 8192);
+        var counters = new AccessCounters(bar.Mapping.Address + 4096, 4096);
+        var a = new IoMemoryAccessor(counters);
+        a.StoreU64(bar.Mapping.Address, 1);          // local half: not counted
+        a.StoreU64(bar.Mapping.Address + 4096, 2);   // remote half: counted
+        _ = a.LoadU64(bar.Mapping.Address + 8);
+        _ = a.LoadU64(bar.Mapping.Address + 4104);
+        Assert.Equal(1, counters.Writes);
+        Assert.Equal(1, counters.Reads);
+        counters.Reset();
+        Assert.Equal(0, counters.Reads + counters.Writes);
+    }
+
+    [Fact]
+    public void Two_mappings_of_one_memfd_see_each_others_writes()
+    {
+        using var fd = MemFd.Create("shared", 4096);
+        using var a = PciBarMemory.FromFd(fd, 4096, "a");
+        using var b = PciBarMemory.FromFd(fd, 4096, "b");
+        Assert.NotEqual(a.Mapping.Address, b.Mapping.Address);
+        a.Accessor.StoreU64(a.Mapping.Address + 64, 0xFEEDFACECAFEBEEF);
+        Assert.Equal(0xFEEDFACECAFEBEEFUL, b.Accessor.LoadU64(b.Mapping.Address + 64));
+        var region = b.Region(0x4000_0000);
+        Assert.Equal(0x4000_0000UL, region.GuestPhysAddr);
+        Assert.Equal(4096UL, region.Size);
+        Assert.Equal(b.Mapping.Address, region.HostAddr);
+    }
+}
