@@ -129,6 +129,14 @@ public sealed class SplitQueueDevice<TAccess>
         // clear: write the shadow, or EnableNotifications would never clear the flag and the
         // driver would never kick again.
         _memory.Access.StoreU16(_ring.UsedFlags, (ushort)_usedFlags);
+
+        // With EVENT_IDX, ask for a kick on the next avail entry: avail_event may be stale
+        // from an earlier run, and a device that waits for a kick would otherwise sleep.
+        if (_eventIdx)
+        {
+            _memory.Access.StoreU16(_ring.AvailEvent, _nextAvail);
+        }
+
         _running = true;
         return true;
     }

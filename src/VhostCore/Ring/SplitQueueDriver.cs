@@ -46,7 +46,8 @@ public sealed class SplitQueueDriver<TAccess>
     private int _inFlight;
 
     private ushort _availShadow;
-    private ushort _addedSinceKick;
+    private ushort _publishedAvail;
+    private ushort _kickCheckedAvail;
     private ushort _lastUsed;
     private bool _interruptsEnabled;
 
@@ -141,7 +142,8 @@ public sealed class SplitQueueDriver<TAccess>
         _inFlight = 0;
         _availShadow = state.NextAvail;
         _lastUsed = state.NextUsed;
-        _addedSinceKick = 0;
+        _publishedAvail = _availShadow;
+        _kickCheckedAvail = _availShadow;
         _interruptsEnabled = true;
 
         var access = memory.Access;
@@ -272,7 +274,6 @@ public sealed class SplitQueueDriver<TAccess>
 
         access.StoreU16(_ring.AvailEntries + (2 * (_availShadow & _mask)), head);
         _availShadow++;
-        _addedSinceKick++;
         return true;
     }
 
@@ -283,17 +284,19 @@ public sealed class SplitQueueDriver<TAccess>
         if (IsRunning)
         {
             _memory.Access.StoreReleaseU16(_ring.AvailIdx, _availShadow);
+            _publishedAvail = _availShadow;
         }
     }
 
     /// <summary>
     /// After <see cref="Publish"/>: true when the device asked to be kicked for the entries
-    /// added since the last call (VIRTQ_USED_F_NO_NOTIFY clear, or with EVENT_IDX, avail.idx
+    /// published since the last call (entries added but not yet published do not count, so
+    /// calling this too early cannot swallow the kick they will need) (VIRTQ_USED_F_NO_NOTIFY clear, or with EVENT_IDX, avail.idx
     /// passed avail_event).
     /// </summary>
     public bool NeedsKick()
     {
-        if (!IsRunning || _addedSinceKick == 0)
+        if (!IsRunning || _publishedAvail == _kickCheckedAvail)
         {
             return false;
         }
@@ -302,9 +305,9 @@ public sealed class SplitQueueDriver<TAccess>
 
         // The avail index store must be visible before we read the device's wish.
         access.FullBarrier();
-        ushort newIdx = _availShadow;
-        ushort oldIdx = (ushort)(newIdx - _addedSinceKick);
-        _addedSinceKick = 0;
+        ushort newIdx = _publishedAvail;
+        ushort oldIdx = _kickCheckedAvail;
+        _kickCheckedAvail = newIdx;
         bool need = _eventIdx
             ? SplitRingLayout.NeedEvent(access.LoadU16(_ring.AvailEvent), newIdx, oldIdx)
             : ((VirtqUsedFlags)access.LoadU16(_ring.UsedFlags) & VirtqUsedFlags.NoNotify) == 0;

@@ -18,6 +18,16 @@ public class LostWakeupInterleavingTests
         VirtioFeatures.Version1 | VirtioFeatures.RingEventIdx,
     };
 
+    /// <summary>Both suppression protocols, with sequentially consistent memory and with a
+    /// per-side store buffer (TSO, see <see cref="HookedAccessor"/>).</summary>
+    public static TheoryData<VirtioFeatures, bool> HandshakeModes => new()
+    {
+        { VirtioFeatures.Version1, false },
+        { VirtioFeatures.Version1 | VirtioFeatures.RingEventIdx, false },
+        { VirtioFeatures.Version1, true },
+        { VirtioFeatures.Version1 | VirtioFeatures.RingEventIdx, true },
+    };
+
     [Theory]
     [MemberData(nameof(Modes))]
     public void Device_re_enabling_after_a_suppressed_kick_sees_the_new_entry(VirtioFeatures features)
@@ -128,15 +138,17 @@ public class LostWakeupInterleavingTests
 
     private sealed class HookedPair : IDisposable
     {
-        public HookedPair(VirtioFeatures features)
+        public HookedPair(VirtioFeatures features, bool storeBuffers)
         {
+            StoreBuffers = storeBuffers;
             Harness = new RingHarness(queueSize: 8, features: features);
-            var memory = new GuestMemory<HookedAccessor>(Harness.Table, default);
             Driver = new SplitQueueDriver<HookedAccessor>("hooked-driver");
             Device = new SplitQueueDevice<HookedAccessor>("hooked-device");
-            Assert.True(Driver.Start(Harness.State, memory), Driver.BrokenReason);
-            Assert.True(Device.Start(Harness.State, memory), Device.BrokenReason);
+            Assert.True(Driver.Start(Harness.State, new GuestMemory<HookedAccessor>(Harness.Table, new HookedAccessor(1))), Driver.BrokenReason);
+            Assert.True(Device.Start(Harness.State, new GuestMemory<HookedAccessor>(Harness.Table, new HookedAccessor(0))), Device.BrokenReason);
         }
+
+        public bool StoreBuffers { get; }
 
         public RingHarness Harness { get; }
 
@@ -149,10 +161,10 @@ public class LostWakeupInterleavingTests
 
     /// <summary>Runs <paramref name="scenario"/> for every insertion point of the peer step
     /// (k = 1 .. accesses + 1) on a fresh ring; returns how many points were checked.</summary>
-    private static int ForEveryInsertionPoint(VirtioFeatures features, Func<HookedPair, int, int> scenario)
+    private static int ForEveryInsertionPoint(VirtioFeatures features, bool storeBuffers, Func<HookedPair, int, int> scenario)
     {
         int accesses;
-        using (var probe = new HookedPair(features))
+        using (var probe = new HookedPair(features, storeBuffers))
         {
             accesses = scenario(probe, int.MaxValue);
         }
@@ -160,7 +172,7 @@ public class LostWakeupInterleavingTests
         Assert.True(accesses >= 3, $"the operation made only {accesses} memory accesses");
         for (int k = 1; k <= accesses + 1; k++)
         {
-            using var pair = new HookedPair(features);
+            using var pair = new HookedPair(features, storeBuffers);
             scenario(pair, k);
         }
 
@@ -168,10 +180,10 @@ public class LostWakeupInterleavingTests
     }
 
     [Theory]
-    [MemberData(nameof(Modes))]
-    public void A_publish_anywhere_inside_EnableNotifications_is_either_seen_or_kicked(VirtioFeatures features)
+    [MemberData(nameof(HandshakeModes))]
+    public void A_publish_anywhere_inside_EnableNotifications_is_either_seen_or_kicked(VirtioFeatures features, bool storeBuffers)
     {
-        int points = ForEveryInsertionPoint(features, (p, k) =>
+        int points = ForEveryInsertionPoint(features, storeBuffers, (p, k) =>
         {
             // The device served A and is about to go to sleep.
             Assert.False(p.Device.EnableNotifications());
@@ -180,7 +192,7 @@ public class LostWakeupInterleavingTests
             Assert.Equal(1, ServeAll(p.Device));
 
             bool sawWork = false, kicked = false;
-            int n = HookedAccessor.Run(() => sawWork = p.Device.EnableNotifications(), k, () => kicked = AddPublishKick(p.Driver, 2));
+            int n = HookedAccessor.Run(() => sawWork = p.Device.EnableNotifications(), k, () => kicked = AddPublishKick(p.Driver, 2), p.StoreBuffers);
             Assert.True(sawWork || kicked, $"lost kick with the publish before access {k}: Enable saw nothing and the driver did not kick");
             Assert.Single(PopAll(p.Device));
             return n;
@@ -189,10 +201,10 @@ public class LostWakeupInterleavingTests
     }
 
     [Theory]
-    [MemberData(nameof(Modes))]
-    public void EnableNotifications_anywhere_inside_a_publish_is_either_seen_or_kicked(VirtioFeatures features)
+    [MemberData(nameof(HandshakeModes))]
+    public void EnableNotifications_anywhere_inside_a_publish_is_either_seen_or_kicked(VirtioFeatures features, bool storeBuffers)
     {
-        ForEveryInsertionPoint(features, (p, k) =>
+        ForEveryInsertionPoint(features, storeBuffers, (p, k) =>
         {
             Assert.False(p.Device.EnableNotifications());
             Assert.True(AddPublishKick(p.Driver, 1));
@@ -200,7 +212,7 @@ public class LostWakeupInterleavingTests
             Assert.Equal(1, ServeAll(p.Device));
 
             bool sawWork = false, kicked = false;
-            int n = HookedAccessor.Run(() => kicked = AddPublishKick(p.Driver, 2), k, () => sawWork = p.Device.EnableNotifications());
+            int n = HookedAccessor.Run(() => kicked = AddPublishKick(p.Driver, 2), k, () => sawWork = p.Device.EnableNotifications(), p.StoreBuffers);
             Assert.True(sawWork || kicked, $"lost kick with Enable before access {k} of the publish");
             Assert.Single(PopAll(p.Device));
             return n;
@@ -208,10 +220,10 @@ public class LostWakeupInterleavingTests
     }
 
     [Theory]
-    [MemberData(nameof(Modes))]
-    public void A_completion_anywhere_inside_EnableInterrupts_is_either_seen_or_interrupted(VirtioFeatures features)
+    [MemberData(nameof(HandshakeModes))]
+    public void A_completion_anywhere_inside_EnableInterrupts_is_either_seen_or_interrupted(VirtioFeatures features, bool storeBuffers)
     {
-        ForEveryInsertionPoint(features, (p, k) =>
+        ForEveryInsertionPoint(features, storeBuffers, (p, k) =>
         {
             var pending = PrepareOneCompletedOnePending(p);
             bool sawWork = false, interrupted = false;
@@ -220,7 +232,7 @@ public class LostWakeupInterleavingTests
                 p.Device.PushUsed(pending.Head, 3);
                 p.Device.FlushUsed();
                 interrupted = p.Device.NeedsInterrupt();
-            });
+            }, p.StoreBuffers);
             Assert.True(sawWork || interrupted, $"lost interrupt with the completion before access {k} of EnableInterrupts");
             Assert.Equal(1, ReapAll(p.Driver));
             return n;
@@ -228,10 +240,10 @@ public class LostWakeupInterleavingTests
     }
 
     [Theory]
-    [MemberData(nameof(Modes))]
-    public void EnableInterrupts_anywhere_inside_a_completion_is_either_seen_or_interrupted(VirtioFeatures features)
+    [MemberData(nameof(HandshakeModes))]
+    public void EnableInterrupts_anywhere_inside_a_completion_is_either_seen_or_interrupted(VirtioFeatures features, bool storeBuffers)
     {
-        ForEveryInsertionPoint(features, (p, k) =>
+        ForEveryInsertionPoint(features, storeBuffers, (p, k) =>
         {
             var pending = PrepareOneCompletedOnePending(p);
             bool sawWork = false, interrupted = false;
@@ -240,7 +252,7 @@ public class LostWakeupInterleavingTests
                 p.Device.PushUsed(pending.Head, 3);
                 p.Device.FlushUsed();
                 interrupted = p.Device.NeedsInterrupt();
-            }, k, () => sawWork = p.Driver.EnableInterrupts());
+            }, k, () => sawWork = p.Driver.EnableInterrupts(), p.StoreBuffers);
             Assert.True(sawWork || interrupted, $"lost interrupt with EnableInterrupts before access {k} of the completion");
             Assert.Equal(1, ReapAll(p.Driver));
             return n;

@@ -495,7 +495,7 @@ public class DescriptorChainValidationTests
         // One byte more readable.
         h.WriteDesc(1, big + 16, 2, VirtqDescFlags.Next, 2);
         h.PublishRawAvail(1, 0);
-        AssertPopBreaks(h, QueueError.LengthOverflow, "descriptor chain 0", "total chain length exceeds 4 GiB");
+        AssertPopBreaks(h, QueueError.LengthOverflow, "descriptor chain 0", "writable length of the chain exceeds 4 GiB");
 
         // Writable past 4 GiB.
         Assert.True(h.Device.Start(h.State with { NextAvail = 2, NextUsed = 0 }, memory));
