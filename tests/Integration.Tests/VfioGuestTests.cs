@@ -10,8 +10,8 @@ namespace PciVirtio.Integration.Tests;
 /// Two QEMU guests (TCG, q35 + intel-iommu) share one ivshmem-doorbell device through our
 /// <see cref="IvshmemServer"/>, and each binds its device to vfio-pci. This is the ground the
 /// VFIO tests stand on: the guest program hook (<see cref="GuestProgram"/>, see
-/// <see cref="VfioGuest"/>) runs here with a stand-in program; a NativeAOT build using Vfio.Net
-/// takes its place.
+/// <see cref="VfioGuest"/>) runs here with a stand-in program; <see cref="VfioPingPongTests"/>
+/// runs the NativeAOT build using Vfio.Net (tests/VfioPingPong) on the same ground.
 /// </summary>
 public sealed partial class VfioGuestTests(ITestOutputHelper output)
 {
