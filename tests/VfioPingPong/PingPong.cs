@@ -49,7 +49,6 @@ internal sealed class PingPong : IDisposable
     private EventFd[] _vectors = [];
     private SignalWaiter[] _waiters = [];
     private MmioDoorbell[] _doorbells = [];
-    private bool _irqsWired;
     private bool _disposed;
     private readonly long[] _interrupts = new long[2];
     private long _bytesSent;
@@ -115,9 +114,9 @@ internal sealed class PingPong : IDisposable
             $"elapsed-ms={clock.Elapsed.TotalMilliseconds:0} per-message-us={roundTripUs:0}");
     }
 
-    /// <summary>Disables MSI-X (unbinding the eventfds), then closes doorbells, waiters,
-    /// eventfds, mappings and the device, in reverse order of creation. Throws the first
-    /// failure after closing everything.</summary>
+    /// <summary>Closes doorbells, waiters, the MSI-X vectors (unbound from the device before
+    /// their eventfds close), mappings and the device, in reverse order of creation. Throws
+    /// the first failure after closing everything.</summary>
     public void Dispose()
     {
         if (_disposed)
@@ -127,19 +126,6 @@ internal sealed class PingPong : IDisposable
 
         _disposed = true;
         Exception? first = null;
-        if (_irqsWired)
-        {
-            try
-            {
-                _vfio.Device.DisableIrqs(VfioIrqIndex.MsiX);
-                _irqsWired = false;
-            }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                first = e;
-            }
-        }
-
         for (int i = _owned.Count - 1; i >= 0; i--)
         {
             try
@@ -216,9 +202,10 @@ internal sealed class PingPong : IDisposable
             throw PingPongException.Format($"MSI-X has {msix.Count} vectors (flags {msix.Flags}); the exchange needs 2 with eventfd support");
         }
 
-        _vectors = [Own(new EventFd()), Own(new EventFd())];
-        device.SetIrqEventFds(VfioIrqIndex.MsiX, 0, [_vectors[0], _vectors[1]]);
-        _irqsWired = true;
+        // Unbound from the device before its eventfds close (VfioInterrupts.Dispose), and
+        // disposed after the waiters created below (reverse order of ownership).
+        var irqs = Own(VfioInterrupts.Enable(device, VfioIrqIndex.MsiX, 2));
+        _vectors = [irqs[0], irqs[1]];
         _waiters = [Own(new SignalWaiter(_vectors[0])), Own(new SignalWaiter(_vectors[1]))];
         _doorbells =
         [

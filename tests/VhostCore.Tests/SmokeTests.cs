@@ -1,10 +1,13 @@
+using PciVirtio.Mmio.Memory;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
 using PciVirtio.VhostCore.Tests.Support;
 
 namespace PciVirtio.VhostCore.Tests;
 
-public class SmokeTests
+public abstract class SmokeTests<TAccess, TMemory> : RingMemoryTests<TAccess, TMemory>
+    where TAccess : struct, IMemoryAccessor
+    where TMemory : IRingMemory<TAccess>, new()
 {
     [Theory]
     [InlineData(0UL, VirtioFeatures.Version1, 0)]
@@ -13,14 +16,14 @@ public class SmokeTests
     [InlineData(0x1000UL, VirtioFeatures.Version1, 0)]
     public void Payload_crosses_driver_to_device_and_back(ulong regionSize, VirtioFeatures features, int indirect)
     {
-        using var h = new RingHarness(queueSize: 64, features: features, regionSize: regionSize == 0x1000 ? 0x10000 : regionSize, indirectEntries: indirect);
+        using var h = NewHarness(queueSize: 64, features: features, regionSize: regionSize == 0x1000 ? 0x10000 : regionSize, indirectEntries: indirect);
         var payload = new byte[3000];
         new Random(1).NextBytes(payload);
-        Assert.True(h.Memory.TryWrite(RingHarness.Buffer(0, 4096), payload));
+        Assert.True(h.Memory.TryWrite(HarnessLayout.Buffer(0, 4096), payload));
 
         Assert.True(h.Driver.TryAdd(
-            [new GuestBuffer(RingHarness.Buffer(0, 4096), 1000), new GuestBuffer(RingHarness.Buffer(0, 4096) + 1000, 2000)],
-            [new GuestBuffer(RingHarness.Buffer(1, 4096), 4096)], token: 77));
+            [new GuestBuffer(HarnessLayout.Buffer(0, 4096), 1000), new GuestBuffer(HarnessLayout.Buffer(0, 4096) + 1000, 2000)],
+            [new GuestBuffer(HarnessLayout.Buffer(1, 4096), 4096)], token: 77));
         h.Driver.Publish();
         Assert.True(h.Driver.NeedsKick());
 
@@ -42,8 +45,14 @@ public class SmokeTests
         Assert.Equal(1, h.Driver.Reap(used));
         Assert.Equal(new UsedBuffer(77, 3000), used[0]);
         var back = new byte[3000];
-        Assert.True(h.Memory.TryRead(RingHarness.Buffer(1, 4096), back));
+        Assert.True(h.Memory.TryRead(HarnessLayout.Buffer(1, 4096), back));
         Assert.Equal(payload, back);
         Assert.Equal(64, h.Driver.FreeDescriptors);
     }
 }
+
+/// <summary>SmokeTests over ordinary RAM (<see cref="RamAccessor"/>).</summary>
+public sealed class SmokeTests_Ram : SmokeTests<RamAccessor, RamRingMemory>;
+
+/// <summary>SmokeTests over a PCI BAR stand-in through <see cref="IoMemoryAccessor"/> (accesses counted).</summary>
+public sealed class SmokeTests_Io : SmokeTests<IoMemoryAccessor, IoRingMemory>;

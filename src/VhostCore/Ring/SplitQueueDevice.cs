@@ -282,7 +282,10 @@ public sealed class SplitQueueDevice<TAccess>
             return;
         }
 
-        // id and len in one 8-byte store: a single posted write across a PCIe link.
+        // id and len in one 8-byte store. On I/O memory that is a single posted write only
+        // when the element is 8-byte aligned, i.e. the used ring sits at 4 mod 8 (the
+        // standard page-aligned placement splits it into two 4-byte writes): a link that
+        // controls placement should put the used ring there.
         _memory.Access.StoreU64(_ring.UsedEntries + (8 * (_nextUsed & _mask)), head | ((ulong)length << 32));
         _nextUsed++;
     }

@@ -1,3 +1,4 @@
+using PciVirtio.Mmio.Memory;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
 using PciVirtio.VhostCore.Tests.Support;
@@ -8,11 +9,13 @@ namespace PciVirtio.VhostCore.Tests.Driver;
 /// Free-descriptor accounting, tokens and out-of-order completion of SplitQueueDriver,
 /// driven against the real SplitQueueDevice.
 /// </summary>
-public class DriverAccountingTests
+public abstract class DriverAccountingTests<TAccess, TMemory> : RingMemoryTests<TAccess, TMemory>
+    where TAccess : struct, IMemoryAccessor
+    where TMemory : IRingMemory<TAccess>, new()
 {
-    private static GuestBuffer Buf(int slot, uint length) => new(RingHarness.Buffer(slot), length);
+    private static GuestBuffer Buf(int slot, uint length) => new(HarnessLayout.Buffer(slot), length);
 
-    private static List<DescriptorChain> PopAll(RingHarness h, IoSegment[] segments)
+    private static List<DescriptorChain> PopAll(RingHarness<TAccess> h, IoSegment[] segments)
     {
         var chains = new DescriptorChain[64];
         int n = h.Device.PopAvail(chains, segments);
@@ -23,7 +26,7 @@ public class DriverAccountingTests
     [Fact]
     public void TryAdd_fails_when_descriptors_run_out_and_reaping_returns_them()
     {
-        using var h = new RingHarness(queueSize: 8);
+        using var h = NewHarness(queueSize: 8);
         var d = h.Driver;
         Assert.Equal(8, d.FreeDescriptors);
 
@@ -71,7 +74,7 @@ public class DriverAccountingTests
     [Fact]
     public void Empty_requests_and_writable_totals_beyond_4_GiB_are_refused()
     {
-        using var h = new RingHarness(queueSize: 8);
+        using var h = NewHarness(queueSize: 8);
         Assert.False(h.Driver.TryAdd([], [], 1));
         Assert.False(h.Driver.TryAdd([], [Buf(0, uint.MaxValue), Buf(1, 1)], 2));
         Assert.Equal(8, h.Driver.FreeDescriptors);
@@ -82,7 +85,7 @@ public class DriverAccountingTests
     [Fact]
     public void Indirect_chains_use_one_descriptor_each()
     {
-        using var h = new RingHarness(queueSize: 4, features: VirtioFeatures.Version1 | VirtioFeatures.RingIndirectDesc, indirectEntries: 8);
+        using var h = NewHarness(queueSize: 4, features: VirtioFeatures.Version1 | VirtioFeatures.RingIndirectDesc, indirectEntries: 8);
         var d = h.Driver;
         for (ulong t = 0; t < 4; t++)
         {
@@ -114,7 +117,7 @@ public class DriverAccountingTests
     [Fact]
     public void With_indirect_a_single_buffer_and_a_chain_longer_than_the_table_use_direct_descriptors()
     {
-        using var h = new RingHarness(queueSize: 16, features: VirtioFeatures.Version1 | VirtioFeatures.RingIndirectDesc, indirectEntries: 4);
+        using var h = NewHarness(queueSize: 16, features: VirtioFeatures.Version1 | VirtioFeatures.RingIndirectDesc, indirectEntries: 4);
         var d = h.Driver;
         Assert.True(d.TryAdd([], [Buf(0, 64)], 1));
         Assert.Equal(15, d.FreeDescriptors);
@@ -148,7 +151,7 @@ public class DriverAccountingTests
     public void Tokens_come_back_unchanged()
     {
         ulong[] tokens = [0, 1, 0xFFFF, 0x1_0000, 0xDEAD_BEEF_CAFE_F00D, ulong.MaxValue, long.MaxValue];
-        using var h = new RingHarness(queueSize: 8);
+        using var h = NewHarness(queueSize: 8);
         for (int i = 0; i < tokens.Length; i++)
         {
             Assert.True(h.Driver.TryAdd([], [Buf(i, 16)], tokens[i]));
@@ -175,7 +178,7 @@ public class DriverAccountingTests
     [Fact]
     public void Out_of_order_completion_is_reaped_in_completion_order_and_frees_the_right_descriptors()
     {
-        using var h = new RingHarness(queueSize: 16);
+        using var h = NewHarness(queueSize: 16);
         var d = h.Driver;
 
         // Chains of 1..5 descriptors: 15 in all.
@@ -234,7 +237,7 @@ public class DriverAccountingTests
             var w = c.Writable(segments);
             for (int i = 0; i < lengths[t]; i++)
             {
-                Assert.Equal(RingHarness.Buffer(100 + (t * 10) + i), w[i].Guest);
+                Assert.Equal(HarnessLayout.Buffer(100 + (t * 10) + i), w[i].Guest);
                 Assert.Equal((uint)(t + 1), w[i].Length);
             }
 
@@ -251,7 +254,7 @@ public class DriverAccountingTests
     [Fact]
     public void Reap_with_a_small_span_leaves_the_rest_for_the_next_call()
     {
-        using var h = new RingHarness(queueSize: 8);
+        using var h = NewHarness(queueSize: 8);
         for (ulong t = 0; t < 6; t++)
         {
             Assert.True(h.Driver.TryAdd([], [Buf((int)t, 8)], t));
@@ -278,3 +281,9 @@ public class DriverAccountingTests
         Assert.Equal(0, h.Driver.Reap(used));
     }
 }
+
+/// <summary>DriverAccountingTests over ordinary RAM (<see cref="RamAccessor"/>).</summary>
+public sealed class DriverAccountingTests_Ram : DriverAccountingTests<RamAccessor, RamRingMemory>;
+
+/// <summary>DriverAccountingTests over a PCI BAR stand-in through <see cref="IoMemoryAccessor"/> (accesses counted).</summary>
+public sealed class DriverAccountingTests_Io : DriverAccountingTests<IoMemoryAccessor, IoRingMemory>;

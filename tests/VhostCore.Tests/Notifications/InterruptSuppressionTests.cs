@@ -1,3 +1,4 @@
+using PciVirtio.Mmio.Memory;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
 using PciVirtio.VhostCore.Tests.Support;
@@ -9,14 +10,16 @@ namespace PciVirtio.VhostCore.Tests.Notifications;
 /// Driver → device notification suppression (the device's interrupts):
 /// VIRTQ_AVAIL_F_NO_INTERRUPT without EVENT_IDX, used_event with it.
 /// </summary>
-public class InterruptSuppressionTests
+public abstract class InterruptSuppressionTests<TAccess, TMemory> : RingMemoryTests<TAccess, TMemory>
+    where TAccess : struct, IMemoryAccessor
+    where TMemory : IRingMemory<TAccess>, new()
 {
     private const VirtioFeatures Plain = VirtioFeatures.Version1;
     private const VirtioFeatures EventIdx = VirtioFeatures.Version1 | VirtioFeatures.RingEventIdx;
 
     /// <summary>Driver adds <paramref name="n"/> buffers; the device pops them and returns them
     /// (published), then asks whether to interrupt.</summary>
-    private static bool CompleteAndAsk(RingHarness h, int n, ulong firstToken = 0)
+    private static bool CompleteAndAsk(RingHarness<TAccess> h, int n, ulong firstToken = 0)
     {
         for (int i = 0; i < n; i++)
         {
@@ -31,7 +34,7 @@ public class InterruptSuppressionTests
     [Fact]
     public void Disable_sets_NO_INTERRUPT_in_avail_flags_and_Enable_clears_it()
     {
-        using var h = new RingHarness(queueSize: 8, features: Plain);
+        using var h = NewHarness(queueSize: 8, features: Plain);
         Assert.Equal(0, AvailFlags(h));
         h.Driver.DisableInterrupts();
         Assert.Equal((ushort)VirtqAvailFlags.NoInterrupt, AvailFlags(h));
@@ -44,7 +47,7 @@ public class InterruptSuppressionTests
     [Fact]
     public void Without_event_idx_the_device_interrupts_only_while_interrupts_are_enabled()
     {
-        using var h = new RingHarness(queueSize: 8, features: Plain);
+        using var h = NewHarness(queueSize: 8, features: Plain);
         Assert.True(CompleteAndAsk(h, 1, 0));
         Assert.Equal(1, ReapAll(h.Driver));
 
@@ -64,7 +67,7 @@ public class InterruptSuppressionTests
     [Fact]
     public void Without_event_idx_the_device_ignores_used_event()
     {
-        using var h = new RingHarness(queueSize: 8, features: Plain);
+        using var h = NewHarness(queueSize: 8, features: Plain);
         SetUsedEvent(h, 0x4000);
         Assert.True(CompleteAndAsk(h, 1));
     }
@@ -74,7 +77,7 @@ public class InterruptSuppressionTests
     [InlineData(EventIdx)]
     public void NeedsInterrupt_is_false_when_nothing_new_was_published(VirtioFeatures features)
     {
-        using var h = new RingHarness(queueSize: 8, features: features);
+        using var h = NewHarness(queueSize: 8, features: features);
 
         // Fresh queue: nothing published yet.
         Assert.False(h.Device.NeedsInterrupt());
@@ -101,7 +104,7 @@ public class InterruptSuppressionTests
     [Fact]
     public void With_event_idx_Disable_leaves_avail_flags_clear_and_used_event_still()
     {
-        using var h = new RingHarness(queueSize: 8, features: EventIdx);
+        using var h = NewHarness(queueSize: 8, features: EventIdx);
 
         // Driver.Start writes used_event = next used (0).
         Assert.Equal(0, UsedEvent(h));
@@ -127,7 +130,7 @@ public class InterruptSuppressionTests
     [Fact]
     public void With_event_idx_an_interrupt_is_due_exactly_when_used_idx_crosses_used_event()
     {
-        using var h = new RingHarness(queueSize: 16, features: EventIdx);
+        using var h = NewHarness(queueSize: 16, features: EventIdx);
 
         // The first interrupt after start is always sent (the device cannot trust an old
         // used_event), then the rule applies.
@@ -154,7 +157,7 @@ public class InterruptSuppressionTests
     [Fact]
     public void With_event_idx_the_device_ignores_NO_INTERRUPT()
     {
-        using var h = new RingHarness(queueSize: 8, features: EventIdx);
+        using var h = NewHarness(queueSize: 8, features: EventIdx);
         Assert.True(CompleteAndAsk(h, 1, 0));
         Assert.Equal(1, ReapAll(h.Driver));
         SetAvailFlags(h, (ushort)VirtqAvailFlags.NoInterrupt);
@@ -166,7 +169,7 @@ public class InterruptSuppressionTests
     {
         // used_event left far behind and a whole 16-bit lap of used entries published
         // between two checks: the comparison would be ambiguous, so the device must signal.
-        using var h = new RingHarness(queueSize: 256, features: EventIdx);
+        using var h = NewHarness(queueSize: 256, features: EventIdx);
         Assert.True(CompleteAndAsk(h, 1, 0));
         Assert.Equal(1, ReapAll(h.Driver));
         h.Driver.DisableInterrupts();
@@ -196,10 +199,10 @@ public class InterruptSuppressionTests
     [Fact]
     public void With_event_idx_interrupts_follow_used_event_across_the_16_bit_wrap()
     {
-        using var h = new RingHarness(queueSize: 8, features: EventIdx);
+        using var h = NewHarness(queueSize: 8, features: EventIdx);
         var state = h.State with { NextAvail = 0xFFFC, NextUsed = 0xFFFC };
-        var driver = new SplitQueueDriver<RamAccessor>("wrap-driver");
-        var device = new SplitQueueDevice<RamAccessor>("wrap-device");
+        var driver = new SplitQueueDriver<TAccess>("wrap-driver");
+        var device = new SplitQueueDevice<TAccess>("wrap-device");
         Assert.True(driver.Start(state, h.Memory), driver.BrokenReason);
         Assert.True(device.Start(state, h.Memory), device.BrokenReason);
         Assert.Equal(0xFFFC, UsedEvent(h));
@@ -231,3 +234,9 @@ public class InterruptSuppressionTests
         Assert.Equal(6, device.InterruptsSuppressed);
     }
 }
+
+/// <summary>InterruptSuppressionTests over ordinary RAM (<see cref="RamAccessor"/>).</summary>
+public sealed class InterruptSuppressionTests_Ram : InterruptSuppressionTests<RamAccessor, RamRingMemory>;
+
+/// <summary>InterruptSuppressionTests over a PCI BAR stand-in through <see cref="IoMemoryAccessor"/> (accesses counted).</summary>
+public sealed class InterruptSuppressionTests_Io : InterruptSuppressionTests<IoMemoryAccessor, IoRingMemory>;

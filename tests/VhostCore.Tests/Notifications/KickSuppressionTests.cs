@@ -1,3 +1,5 @@
+using PciVirtio.Mmio.Memory;
+using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
 using PciVirtio.VhostCore.Tests.Support;
 using static PciVirtio.VhostCore.Tests.Notifications.RingProbe;
@@ -9,7 +11,9 @@ namespace PciVirtio.VhostCore.Tests.Notifications;
 /// without EVENT_IDX, avail_event with it. Everything the device asks for is read back
 /// from ring memory, not from the queue objects.
 /// </summary>
-public class KickSuppressionTests
+public abstract class KickSuppressionTests<TAccess, TMemory> : RingMemoryTests<TAccess, TMemory>
+    where TAccess : struct, IMemoryAccessor
+    where TMemory : IRingMemory<TAccess>, new()
 {
     private const VirtioFeatures Plain = VirtioFeatures.Version1;
     private const VirtioFeatures EventIdx = VirtioFeatures.Version1 | VirtioFeatures.RingEventIdx;
@@ -17,7 +21,7 @@ public class KickSuppressionTests
     [Fact]
     public void Disable_sets_NO_NOTIFY_in_used_flags_and_Enable_clears_it()
     {
-        using var h = new RingHarness(queueSize: 8, features: Plain);
+        using var h = NewHarness(queueSize: 8, features: Plain);
         Assert.Equal(0, UsedFlags(h));
 
         h.Device.DisableNotifications();
@@ -38,7 +42,7 @@ public class KickSuppressionTests
     [Fact]
     public void Without_event_idx_the_driver_kicks_only_while_notifications_are_enabled()
     {
-        using var h = new RingHarness(queueSize: 8, features: Plain);
+        using var h = NewHarness(queueSize: 8, features: Plain);
         Assert.True(AddPublishKick(h.Driver, 1));
 
         h.Device.DisableNotifications();
@@ -59,7 +63,7 @@ public class KickSuppressionTests
     [Fact]
     public void Without_event_idx_the_driver_ignores_avail_event()
     {
-        using var h = new RingHarness(queueSize: 8, features: Plain);
+        using var h = NewHarness(queueSize: 8, features: Plain);
 
         // avail_event far ahead would suppress the kick under EVENT_IDX; here it means nothing.
         SetAvailEvent(h, 0x4000);
@@ -74,7 +78,7 @@ public class KickSuppressionTests
     [Fact]
     public void NeedsKick_is_false_when_nothing_was_added_since_the_last_check()
     {
-        using var h = new RingHarness(queueSize: 8, features: Plain);
+        using var h = NewHarness(queueSize: 8, features: Plain);
         Assert.False(h.Driver.NeedsKick());
         Assert.True(AddPublishKick(h.Driver, 1));
         Assert.False(h.Driver.NeedsKick());
@@ -85,7 +89,7 @@ public class KickSuppressionTests
     [Fact]
     public void With_event_idx_Disable_writes_nothing_and_Enable_writes_avail_event_at_the_next_avail_index()
     {
-        using var h = new RingHarness(queueSize: 8, features: EventIdx);
+        using var h = NewHarness(queueSize: 8, features: EventIdx);
         SetAvailEvent(h, 0xBEEF);
         h.Device.DisableNotifications();
 
@@ -108,7 +112,7 @@ public class KickSuppressionTests
     [Fact]
     public void With_event_idx_a_kick_is_due_exactly_when_avail_idx_crosses_avail_event()
     {
-        using var h = new RingHarness(queueSize: 8, features: EventIdx);
+        using var h = NewHarness(queueSize: 8, features: EventIdx);
 
         // Device asleep at avail index 0.
         Assert.False(h.Device.EnableNotifications());
@@ -134,7 +138,7 @@ public class KickSuppressionTests
     [Fact]
     public void With_event_idx_no_kick_while_avail_event_is_ahead_and_one_when_a_batch_passes_it()
     {
-        using var h = new RingHarness(queueSize: 16, features: EventIdx);
+        using var h = NewHarness(queueSize: 16, features: EventIdx);
         SetAvailEvent(h, 5);
 
         // 0 -> 1 ... 4 -> 5: avail_event 5 not yet crossed (the entry at index 5 is not published).
@@ -170,7 +174,7 @@ public class KickSuppressionTests
     [Fact]
     public void With_event_idx_the_driver_ignores_NO_NOTIFY()
     {
-        using var h = new RingHarness(queueSize: 8, features: EventIdx);
+        using var h = NewHarness(queueSize: 8, features: EventIdx);
         SetUsedFlags(h, (ushort)VirtqUsedFlags.NoNotify);
         SetAvailEvent(h, 0);
         Assert.True(AddPublishKick(h.Driver, 1));
@@ -179,10 +183,10 @@ public class KickSuppressionTests
     [Fact]
     public void With_event_idx_kicks_follow_avail_event_across_the_16_bit_wrap()
     {
-        using var h = new RingHarness(queueSize: 8, features: EventIdx);
+        using var h = NewHarness(queueSize: 8, features: EventIdx);
         var state = h.State with { NextAvail = 0xFFFD, NextUsed = 0xFFFD };
-        var driver = new SplitQueueDriver<Memory.RamAccessor>("wrap-driver");
-        var device = new SplitQueueDevice<Memory.RamAccessor>("wrap-device");
+        var driver = new SplitQueueDriver<TAccess>("wrap-driver");
+        var device = new SplitQueueDevice<TAccess>("wrap-device");
         Assert.True(driver.Start(state, h.Memory), driver.BrokenReason);
         Assert.True(device.Start(state, h.Memory), device.BrokenReason);
 
@@ -213,7 +217,7 @@ public class KickSuppressionTests
     {
         // GET_VRING_BASE while the device was polling leaves NO_NOTIFY in used.flags; the
         // queue is then started again on the same ring (SET_VRING_BASE, backend restart).
-        using var h = new RingHarness(queueSize: 8, features: Plain);
+        using var h = NewHarness(queueSize: 8, features: Plain);
         Assert.True(AddPublishKick(h.Driver, 1));
         h.Device.DisableNotifications();
         Assert.Equal(1, ServeAll(h.Device));
@@ -229,3 +233,9 @@ public class KickSuppressionTests
         Assert.True(AddPublishKick(h.Driver, 2));
     }
 }
+
+/// <summary>KickSuppressionTests over ordinary RAM (<see cref="RamAccessor"/>).</summary>
+public sealed class KickSuppressionTests_Ram : KickSuppressionTests<RamAccessor, RamRingMemory>;
+
+/// <summary>KickSuppressionTests over a PCI BAR stand-in through <see cref="IoMemoryAccessor"/> (accesses counted).</summary>
+public sealed class KickSuppressionTests_Io : KickSuppressionTests<IoMemoryAccessor, IoRingMemory>;

@@ -1,3 +1,4 @@
+using PciVirtio.Mmio.Memory;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
 using PciVirtio.VhostCore.Tests.Support;
@@ -5,12 +6,8 @@ using static PciVirtio.VhostCore.Tests.Notifications.RingProbe;
 
 namespace PciVirtio.VhostCore.Tests.Notifications;
 
-/// <summary>
-/// The lost-wakeup races of notification suppression, executed as explicit interleavings on
-/// one thread. A side may sleep only after Enable*() returned false; the peer's check
-/// (NeedsKick / NeedsInterrupt) may be suppressed only if that Enable*() then sees its work.
-/// </summary>
-public class LostWakeupInterleavingTests
+/// <summary>The suppression protocols the interleavings run under.</summary>
+public static class LostWakeupModes
 {
     public static TheoryData<VirtioFeatures> Modes => new()
     {
@@ -27,12 +24,25 @@ public class LostWakeupInterleavingTests
         { VirtioFeatures.Version1, true },
         { VirtioFeatures.Version1 | VirtioFeatures.RingEventIdx, true },
     };
+}
+
+/// <summary>
+/// The lost-wakeup races of notification suppression, executed as explicit interleavings on
+/// one thread. A side may sleep only after Enable*() returned false; the peer's check
+/// (NeedsKick / NeedsInterrupt) may be suppressed only if that Enable*() then sees its work.
+/// Runs over every memory; the exhaustive interleavings below need the RAM-only
+/// <see cref="HookedAccessor"/>.
+/// </summary>
+public abstract class LostWakeupInterleavingTests<TAccess, TMemory> : RingMemoryTests<TAccess, TMemory>
+    where TAccess : struct, IMemoryAccessor
+    where TMemory : IRingMemory<TAccess>, new()
+{
 
     [Theory]
-    [MemberData(nameof(Modes))]
+    [MemberData(nameof(LostWakeupModes.Modes), MemberType = typeof(LostWakeupModes))]
     public void Device_re_enabling_after_a_suppressed_kick_sees_the_new_entry(VirtioFeatures features)
     {
-        using var h = new RingHarness(queueSize: 8, features: features);
+        using var h = NewHarness(queueSize: 8, features: features);
         var driver = h.Driver;
         var device = h.Device;
 
@@ -63,10 +73,10 @@ public class LostWakeupInterleavingTests
     }
 
     [Theory]
-    [MemberData(nameof(Modes))]
+    [MemberData(nameof(LostWakeupModes.Modes), MemberType = typeof(LostWakeupModes))]
     public void Driver_publishing_after_the_device_re_enabled_kicks(VirtioFeatures features)
     {
-        using var h = new RingHarness(queueSize: 8, features: features);
+        using var h = NewHarness(queueSize: 8, features: features);
         Assert.False(h.Device.EnableNotifications());
         Assert.True(AddPublishKick(h.Driver, 1));
         h.Device.DisableNotifications();
@@ -80,10 +90,10 @@ public class LostWakeupInterleavingTests
     }
 
     [Theory]
-    [MemberData(nameof(Modes))]
+    [MemberData(nameof(LostWakeupModes.Modes), MemberType = typeof(LostWakeupModes))]
     public void Driver_re_enabling_after_a_suppressed_interrupt_sees_the_new_used_entry(VirtioFeatures features)
     {
-        using var h = new RingHarness(queueSize: 8, features: features);
+        using var h = NewHarness(queueSize: 8, features: features);
         var driver = h.Driver;
         var device = h.Device;
         AddSingle(driver, 0xA);
@@ -121,10 +131,10 @@ public class LostWakeupInterleavingTests
     }
 
     [Theory]
-    [MemberData(nameof(Modes))]
+    [MemberData(nameof(LostWakeupModes.Modes), MemberType = typeof(LostWakeupModes))]
     public void Device_publishing_after_the_driver_re_enabled_interrupts(VirtioFeatures features)
     {
-        using var h = new RingHarness(queueSize: 8, features: features);
+        using var h = NewHarness(queueSize: 8, features: features);
         Assert.Equal(1, CompleteOne(h.Driver, h.Device, 1));
         Assert.True(h.Device.NeedsInterrupt());
         h.Driver.DisableInterrupts();
@@ -134,8 +144,27 @@ public class LostWakeupInterleavingTests
         Assert.True(h.Device.NeedsInterrupt());
     }
 
-    // ---- Every insertion point of the peer's step inside ours (HookedAccessor) ----
+    private static int CompleteOne(SplitQueueDriver<TAccess> driver, SplitQueueDevice<TAccess> device, ulong token)
+    {
+        AddSingle(driver, token);
+        driver.Publish();
+        return ServeAll(device);
+    }
+}
 
+/// <summary>LostWakeupInterleavingTests over ordinary RAM (<see cref="RamAccessor"/>).</summary>
+public sealed class LostWakeupInterleavingTests_Ram : LostWakeupInterleavingTests<RamAccessor, RamRingMemory>;
+
+/// <summary>LostWakeupInterleavingTests over a PCI BAR stand-in through <see cref="IoMemoryAccessor"/> (accesses counted).</summary>
+public sealed class LostWakeupInterleavingTests_Io : LostWakeupInterleavingTests<IoMemoryAccessor, IoRingMemory>;
+
+/// <summary>
+/// Every insertion point of the peer's step inside ours, enumerated with
+/// <see cref="HookedAccessor"/> (a RAM accessor with hooks and optional store buffers), so
+/// these stay RAM-only.
+/// </summary>
+public class HookedLostWakeupInterleavingTests
+{
     private sealed class HookedPair : IDisposable
     {
         public HookedPair(VirtioFeatures features, bool storeBuffers)
@@ -180,7 +209,7 @@ public class LostWakeupInterleavingTests
     }
 
     [Theory]
-    [MemberData(nameof(HandshakeModes))]
+    [MemberData(nameof(LostWakeupModes.HandshakeModes), MemberType = typeof(LostWakeupModes))]
     public void A_publish_anywhere_inside_EnableNotifications_is_either_seen_or_kicked(VirtioFeatures features, bool storeBuffers)
     {
         int points = ForEveryInsertionPoint(features, storeBuffers, (p, k) =>
@@ -201,7 +230,7 @@ public class LostWakeupInterleavingTests
     }
 
     [Theory]
-    [MemberData(nameof(HandshakeModes))]
+    [MemberData(nameof(LostWakeupModes.HandshakeModes), MemberType = typeof(LostWakeupModes))]
     public void EnableNotifications_anywhere_inside_a_publish_is_either_seen_or_kicked(VirtioFeatures features, bool storeBuffers)
     {
         ForEveryInsertionPoint(features, storeBuffers, (p, k) =>
@@ -220,7 +249,7 @@ public class LostWakeupInterleavingTests
     }
 
     [Theory]
-    [MemberData(nameof(HandshakeModes))]
+    [MemberData(nameof(LostWakeupModes.HandshakeModes), MemberType = typeof(LostWakeupModes))]
     public void A_completion_anywhere_inside_EnableInterrupts_is_either_seen_or_interrupted(VirtioFeatures features, bool storeBuffers)
     {
         ForEveryInsertionPoint(features, storeBuffers, (p, k) =>
@@ -240,7 +269,7 @@ public class LostWakeupInterleavingTests
     }
 
     [Theory]
-    [MemberData(nameof(HandshakeModes))]
+    [MemberData(nameof(LostWakeupModes.HandshakeModes), MemberType = typeof(LostWakeupModes))]
     public void EnableInterrupts_anywhere_inside_a_completion_is_either_seen_or_interrupted(VirtioFeatures features, bool storeBuffers)
     {
         ForEveryInsertionPoint(features, storeBuffers, (p, k) =>
@@ -274,13 +303,5 @@ public class LostWakeupInterleavingTests
         p.Driver.DisableInterrupts();
         Assert.Equal(1, ReapAll(p.Driver));
         return chains[1];
-    }
-
-    private static int CompleteOne<TAccess>(SplitQueueDriver<TAccess> driver, SplitQueueDevice<TAccess> device, ulong token)
-        where TAccess : struct, IMemoryAccessor
-    {
-        AddSingle(driver, token);
-        driver.Publish();
-        return ServeAll(device);
     }
 }

@@ -1,3 +1,4 @@
+using PciVirtio.Mmio.Memory;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
 using PciVirtio.VhostCore.Tests.Support;
@@ -10,17 +11,19 @@ namespace PciVirtio.VhostCore.Tests.Notifications;
 /// to one per wake-up of the peer, and batching must cost at most one per batch. The rings
 /// start just below the 16-bit wrap so every schedule crosses it.
 /// </summary>
-public class NotificationCountTests
+public abstract class NotificationCountTests<TAccess, TMemory> : RingMemoryTests<TAccess, TMemory>
+    where TAccess : struct, IMemoryAccessor
+    where TMemory : IRingMemory<TAccess>, new()
 {
     private const VirtioFeatures Plain = VirtioFeatures.Version1;
     private const VirtioFeatures EventIdx = VirtioFeatures.Version1 | VirtioFeatures.RingEventIdx;
 
-    private static (RingHarness H, SplitQueueDriver<RamAccessor> Driver, SplitQueueDevice<RamAccessor> Device) NearWrap(int queueSize, VirtioFeatures features, ushort start)
+    private (RingHarness<TAccess> H, SplitQueueDriver<TAccess> Driver, SplitQueueDevice<TAccess> Device) NearWrap(int queueSize, VirtioFeatures features, ushort start)
     {
-        var h = new RingHarness(queueSize: queueSize, features: features);
+        var h = NewHarness(queueSize: queueSize, features: features);
         var state = h.State with { NextAvail = start, NextUsed = start };
-        var driver = new SplitQueueDriver<RamAccessor>("count-driver");
-        var device = new SplitQueueDevice<RamAccessor>("count-device");
+        var driver = new SplitQueueDriver<TAccess>("count-driver");
+        var device = new SplitQueueDevice<TAccess>("count-device");
         Assert.True(driver.Start(state, h.Memory), driver.BrokenReason);
         Assert.True(device.Start(state, h.Memory), device.BrokenReason);
         return (h, driver, device);
@@ -31,7 +34,7 @@ public class NotificationCountTests
     /// sleeps (notifications enabled) until it has been given <paramref name="run"/> of them,
     /// then wakes, disables notifications, drains, and re-enables.
     /// </summary>
-    private static long KicksFor(VirtioFeatures features, int total, int run)
+    private long KicksFor(VirtioFeatures features, int total, int run)
     {
         var (h, driver, device) = NearWrap(64, features, 0xFFA0);
         using (h)
@@ -210,3 +213,9 @@ public class NotificationCountTests
         }
     }
 }
+
+/// <summary>NotificationCountTests over ordinary RAM (<see cref="RamAccessor"/>).</summary>
+public sealed class NotificationCountTests_Ram : NotificationCountTests<RamAccessor, RamRingMemory>;
+
+/// <summary>NotificationCountTests over a PCI BAR stand-in through <see cref="IoMemoryAccessor"/> (accesses counted).</summary>
+public sealed class NotificationCountTests_Io : NotificationCountTests<IoMemoryAccessor, IoRingMemory>;

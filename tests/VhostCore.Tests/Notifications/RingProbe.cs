@@ -10,33 +10,53 @@ namespace PciVirtio.VhostCore.Tests.Notifications;
 /// </summary>
 internal static class RingProbe
 {
-    public static ushort AvailFlags(RingHarness h) => h.ReadU16(h.State.AvailRing);
+    public static ushort AvailFlags<TAccess>(RingHarness<TAccess> h)
+        where TAccess : struct, IMemoryAccessor
+        => h.ReadU16(h.State.AvailRing);
 
-    public static ushort AvailIdx(RingHarness h) => h.ReadU16(h.State.AvailRing + 2);
+    public static ushort AvailIdx<TAccess>(RingHarness<TAccess> h)
+        where TAccess : struct, IMemoryAccessor
+        => h.ReadU16(h.State.AvailRing + 2);
 
     /// <summary>used_event: the u16 after the avail ring's entries.</summary>
-    public static ushort UsedEvent(RingHarness h) => h.ReadU16(h.State.AvailRing + 4 + (2 * (ulong)h.State.Size));
+    public static ushort UsedEvent<TAccess>(RingHarness<TAccess> h)
+        where TAccess : struct, IMemoryAccessor
+        => h.ReadU16(h.State.AvailRing + 4 + (2 * (ulong)h.State.Size));
 
-    public static ushort UsedFlags(RingHarness h) => h.ReadU16(h.State.UsedRing);
+    public static ushort UsedFlags<TAccess>(RingHarness<TAccess> h)
+        where TAccess : struct, IMemoryAccessor
+        => h.ReadU16(h.State.UsedRing);
 
-    public static ushort UsedIdx(RingHarness h) => h.ReadU16(h.State.UsedRing + 2);
+    public static ushort UsedIdx<TAccess>(RingHarness<TAccess> h)
+        where TAccess : struct, IMemoryAccessor
+        => h.ReadU16(h.State.UsedRing + 2);
 
     /// <summary>avail_event: the u16 after the used ring's elements.</summary>
-    public static ushort AvailEvent(RingHarness h) => h.ReadU16(h.State.UsedRing + 4 + (8 * (ulong)h.State.Size));
+    public static ushort AvailEvent<TAccess>(RingHarness<TAccess> h)
+        where TAccess : struct, IMemoryAccessor
+        => h.ReadU16(h.State.UsedRing + 4 + (8 * (ulong)h.State.Size));
 
-    public static void SetAvailEvent(RingHarness h, ushort value) => h.WriteU16(h.State.UsedRing + 4 + (8 * (ulong)h.State.Size), value);
+    public static void SetAvailEvent<TAccess>(RingHarness<TAccess> h, ushort value)
+        where TAccess : struct, IMemoryAccessor
+        => h.WriteU16(h.State.UsedRing + 4 + (8 * (ulong)h.State.Size), value);
 
-    public static void SetUsedFlags(RingHarness h, ushort value) => h.WriteU16(h.State.UsedRing, value);
+    public static void SetUsedFlags<TAccess>(RingHarness<TAccess> h, ushort value)
+        where TAccess : struct, IMemoryAccessor
+        => h.WriteU16(h.State.UsedRing, value);
 
-    public static void SetUsedEvent(RingHarness h, ushort value) => h.WriteU16(h.State.AvailRing + 4 + (2 * (ulong)h.State.Size), value);
+    public static void SetUsedEvent<TAccess>(RingHarness<TAccess> h, ushort value)
+        where TAccess : struct, IMemoryAccessor
+        => h.WriteU16(h.State.AvailRing + 4 + (2 * (ulong)h.State.Size), value);
 
-    public static void SetAvailFlags(RingHarness h, ushort value) => h.WriteU16(h.State.AvailRing, value);
+    public static void SetAvailFlags<TAccess>(RingHarness<TAccess> h, ushort value)
+        where TAccess : struct, IMemoryAccessor
+        => h.WriteU16(h.State.AvailRing, value);
 
     /// <summary>Adds one request made of a single device-writable buffer of 64 bytes.</summary>
     public static void AddSingle<TAccess>(SplitQueueDriver<TAccess> driver, ulong token)
         where TAccess : struct, IMemoryAccessor
     {
-        Assert.True(driver.TryAdd([], [new GuestBuffer(RingHarness.Buffer((int)(token % 512)), 64)], token),
+        Assert.True(driver.TryAdd([], [new GuestBuffer(HarnessLayout.Buffer((int)(token % 512)), 64)], token),
             $"TryAdd of token {token} failed (free {driver.FreeDescriptors}, error {driver.Error})");
     }
 

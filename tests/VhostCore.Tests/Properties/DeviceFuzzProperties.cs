@@ -216,8 +216,8 @@ public class DeviceFuzzProperties(ITestOutputHelper output)
         h.PublishRawAvail(0, c.AvailRing);
         h.WriteU16(h.State.AvailRing + 2, c.AvailIdx);
 
-        var memory = new GuestMemory<CheckedAccessor>(h.Table, new CheckedAccessor(h.Block.Address, h.Block.Size));
-        var device = new SplitQueueDevice<CheckedAccessor>("fuzz-device", c.Policy);
+        var memory = new GuestMemory<CheckedAccessor<RamAccessor>>(h.Table, new CheckedAccessor<RamAccessor>(h.Block.Address, h.Block.Size, default));
+        var device = new SplitQueueDevice<CheckedAccessor<RamAccessor>>("fuzz-device", c.Policy);
         Assert.True(device.Start(h.State, memory), device.BrokenReason);
 
         var chains = new DescriptorChain[8];

@@ -9,9 +9,11 @@ namespace PciVirtio.VhostCore.Tests.Properties;
 /// </summary>
 internal static class PropertyRunner
 {
-    public static void Run<T>(Gen<T> gen, Action<T> property, int iterations, uint stream, Func<T, string>? print = null)
+    /// <remarks>Runs seeds <paramref name="first"/> .. <paramref name="first"/> + <paramref name="iterations"/> - 1
+    /// of <paramref name="stream"/>, so a series can be split between runs (e.g. one half per memory).</remarks>
+    public static void Run<T>(Gen<T> gen, Action<T> property, int iterations, uint stream, Func<T, string>? print = null, int first = 0)
     {
-        for (int i = 0; i < iterations; i++)
+        for (int i = first; i < first + iterations; i++)
         {
             var pcg = new PCG(stream, ((ulong)i * 0x9E37_79B9_7F4A_7C15UL) + 1);
             string seed = pcg.ToString();
@@ -21,12 +23,12 @@ internal static class PropertyRunner
                 property(value);
             }
 #pragma warning disable CA1031 // any failure is handed to CsCheck to shrink and report
-            catch (Exception first)
+            catch (Exception failure)
 #pragma warning restore CA1031
             {
                 // Throws CsCheckException with the shrunk case and a seed to replay it.
                 gen.Sample(property, seed: seed, iter: 1000, threads: 1, print: print);
-                throw new InvalidOperationException($"property failed at iteration {i} (seed {seed}) but passed when replayed", first);
+                throw new InvalidOperationException($"property failed at iteration {i} (seed {seed}) but passed when replayed", failure);
             }
         }
     }

@@ -1,52 +1,81 @@
+using PciVirtio.Mmio.Memory;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
 
 namespace PciVirtio.VhostCore.Tests.Support;
 
-/// <summary>
-/// A split ring in native memory with our driver on one side and our device on the other.
-/// Guest memory starts at a non-zero guest-physical base (so an address mix-up between
-/// guest and host offsets shows) and can be cut into many regions whose host mappings are
-/// deliberately out of order, so a buffer contiguous in guest memory is not contiguous in
-/// ours and must be split into segments.
-/// </summary>
-public sealed class RingHarness : IDisposable
+/// <summary>Where things sit in a harness's guest memory.</summary>
+public static class HarnessLayout
 {
     public const ulong GuestBase = 0x1_0000_0000;
     public const ulong RingArea = 0x10000;       // offset of the ring inside guest memory
     public const ulong IndirectAreaOffset = 0x80000;
     public const ulong DataOffset = 0x100000;     // payload buffers start here
 
-    private readonly NativeMemoryBlock _block;
+    /// <summary>Guest address of payload buffer <paramref name="i"/> of <paramref name="stride"/> bytes.</summary>
+    public static ulong Buffer(int i, ulong stride = 2048) => GuestBase + DataOffset + ((ulong)i * stride);
+}
 
-    public RingHarness(int queueSize = 256, VirtioFeatures features = VirtioFeatures.Version1,
+/// <summary>
+/// A split ring in test memory with our driver on one side and our device on the other.
+/// The memory comes from an <see cref="IRingMemory{TAccess}"/> (ordinary RAM, or a PCI BAR
+/// stand-in reached through the I/O accessor), so every ring test can run over each kind.
+/// Guest memory starts at a non-zero guest-physical base (so an address mix-up between
+/// guest and host offsets shows) and can be cut into many regions whose host mappings are
+/// deliberately out of order, so a buffer contiguous in guest memory is not contiguous in
+/// ours and must be split into segments.
+/// </summary>
+public class RingHarness<TAccess> : IDisposable
+    where TAccess : struct, IMemoryAccessor
+{
+    public RingHarness(IRingMemory<TAccess> memory, int queueSize = 256, VirtioFeatures features = VirtioFeatures.Version1,
         ulong memorySize = 4 << 20, ulong regionSize = 0, ChainErrorPolicy policy = ChainErrorPolicy.BreakQueue,
         int indirectEntries = 0)
     {
-        _block = new NativeMemoryBlock(memorySize);
-        Table = regionSize == 0 ? MemoryTable.Create(_block.Region(GuestBase)) : Scrambled(_block, memorySize, regionSize);
-        Memory = new GuestMemory<RamAccessor>(Table, default);
-        State = QueueState.AtBase(queueSize, GuestBase + RingArea, features);
-        Device = new SplitQueueDevice<RamAccessor>("test-device", policy);
-        Driver = new SplitQueueDriver<RamAccessor>("test-driver");
-        Indirect = indirectEntries > 0 ? new IndirectArea(GuestBase + IndirectAreaOffset, indirectEntries) : null;
-        Assert.True(Driver.Start(State, Memory, Indirect), Driver.BrokenReason);
-        Assert.True(Device.Start(State, Memory), Device.BrokenReason);
+        ArgumentNullException.ThrowIfNull(memory);
+        MemoryKind = memory.Name;
+        Backing = memory.Allocate("ring-harness", memorySize);
+        try
+        {
+            Table = regionSize == 0
+                ? MemoryTable.Create(Region(HarnessLayout.GuestBase, 0, memorySize))
+                : Scrambled(memorySize, regionSize);
+            Memory = new GuestMemory<TAccess>(Table, Backing.Access);
+            State = QueueState.AtBase(queueSize, HarnessLayout.GuestBase + HarnessLayout.RingArea, features);
+            Device = new SplitQueueDevice<TAccess>("test-device", policy);
+            Driver = new SplitQueueDriver<TAccess>("test-driver");
+            Indirect = indirectEntries > 0 ? new IndirectArea(HarnessLayout.GuestBase + HarnessLayout.IndirectAreaOffset, indirectEntries) : null;
+            Assert.True(Driver.Start(State, Memory, Indirect), Driver.BrokenReason);
+            Assert.True(Device.Start(State, Memory), Device.BrokenReason);
+        }
+        catch
+        {
+            Backing.Dispose();
+            throw;
+        }
     }
+
+    /// <summary>Which memory the ring lives in ("RAM", "I/O (counted)", ...).</summary>
+    public string MemoryKind { get; }
+
+    /// <summary>The memory behind the whole guest address range.</summary>
+    public RingBacking<TAccess> Backing { get; }
+
+    /// <summary>The access counters of I/O memory (every access to <see cref="Backing"/>), or
+    /// null for RAM and uncounted I/O memory.</summary>
+    public AccessCounters? Counters => Backing.Access is IoMemoryAccessor io ? io.Counters : null;
 
     public MemoryTable Table { get; }
 
-    public GuestMemory<RamAccessor> Memory { get; }
+    public GuestMemory<TAccess> Memory { get; }
 
     public QueueState State { get; }
 
-    public SplitQueueDevice<RamAccessor> Device { get; }
+    public SplitQueueDevice<TAccess> Device { get; }
 
-    public SplitQueueDriver<RamAccessor> Driver { get; }
+    public SplitQueueDriver<TAccess> Driver { get; }
 
     public IndirectArea? Indirect { get; }
-
-    public NativeMemoryBlock Block => _block;
 
     public RingPointers Ring
     {
@@ -56,9 +85,6 @@ public sealed class RingHarness : IDisposable
             return ring;
         }
     }
-
-    /// <summary>Guest address of payload buffer <paramref name="i"/> of <paramref name="stride"/> bytes.</summary>
-    public static ulong Buffer(int i, ulong stride = 2048) => GuestBase + DataOffset + ((ulong)i * stride);
 
     /// <summary>Writes a raw descriptor into the descriptor table (for hostile-input tests).</summary>
     public void WriteDesc(int index, ulong addr, uint len, VirtqDescFlags flags, ushort next)
@@ -102,9 +128,21 @@ public sealed class RingHarness : IDisposable
         return BitConverter.ToUInt16(b);
     }
 
-    public void Dispose() => _block.Dispose();
+    public void Dispose()
+    {
+        Backing.Dispose();
+        GC.SuppressFinalize(this);
+    }
 
-    private static MemoryTable Scrambled(NativeMemoryBlock block, ulong memorySize, ulong regionSize)
+    /// <summary><paramref name="length"/> bytes of the backing from <paramref name="offset"/>
+    /// at guest-physical <paramref name="guestPhysAddr"/>.</summary>
+    private MemoryRegion Region(ulong guestPhysAddr, ulong offset, ulong length)
+    {
+        nint host = Backing.Address + (nint)offset;
+        return new MemoryRegion(guestPhysAddr, length, (ulong)host, host);
+    }
+
+    private MemoryTable Scrambled(ulong memorySize, ulong regionSize)
     {
         // Region k of guest memory is backed by host chunk (n-1-k): guest-contiguous,
         // host-reversed. The ring area must stay inside one region, so regionSize must be
@@ -113,9 +151,52 @@ public sealed class RingHarness : IDisposable
         var regions = new MemoryRegion[n];
         for (int k = 0; k < n; k++)
         {
-            regions[k] = block.Region(GuestBase + ((ulong)k * regionSize), (ulong)(n - 1 - k) * regionSize, regionSize);
+            regions[k] = Region(HarnessLayout.GuestBase + ((ulong)k * regionSize), (ulong)(n - 1 - k) * regionSize, regionSize);
         }
 
         return MemoryTable.Create(regions);
     }
+}
+
+/// <summary>
+/// The harness over ordinary RAM (a <see cref="NativeMemoryBlock"/> through
+/// <see cref="RamAccessor"/>), for tests that are RAM-only on purpose (they use a special
+/// test accessor, or test the memory model itself).
+/// </summary>
+public sealed class RingHarness : RingHarness<RamAccessor>
+{
+    public const ulong GuestBase = HarnessLayout.GuestBase;
+    public const ulong RingArea = HarnessLayout.RingArea;
+    public const ulong IndirectAreaOffset = HarnessLayout.IndirectAreaOffset;
+    public const ulong DataOffset = HarnessLayout.DataOffset;
+
+    public RingHarness(int queueSize = 256, VirtioFeatures features = VirtioFeatures.Version1,
+        ulong memorySize = 4 << 20, ulong regionSize = 0, ChainErrorPolicy policy = ChainErrorPolicy.BreakQueue,
+        int indirectEntries = 0)
+        : base(new RamRingMemory(), queueSize, features, memorySize, regionSize, policy, indirectEntries)
+    {
+    }
+
+    public NativeMemoryBlock Block => (NativeMemoryBlock)Backing.Owner;
+
+    /// <summary>Guest address of payload buffer <paramref name="i"/> of <paramref name="stride"/> bytes.</summary>
+    public static ulong Buffer(int i, ulong stride = 2048) => HarnessLayout.Buffer(i, stride);
+}
+
+/// <summary>
+/// Base of the test classes that run over every kind of memory: each is an abstract generic
+/// class with one sealed subclass per memory (<c>XTests_Ram</c>, <c>XTests_Io</c>).
+/// </summary>
+public abstract class RingMemoryTests<TAccess, TMemory>
+    where TAccess : struct, IMemoryAccessor
+    where TMemory : IRingMemory<TAccess>, new()
+{
+    /// <summary>The memory this instantiation runs over.</summary>
+    protected TMemory RingMemory { get; } = new();
+
+    /// <summary>A harness over <typeparamref name="TMemory"/> (see <see cref="RingHarness{TAccess}"/>).</summary>
+    protected RingHarness<TAccess> NewHarness(int queueSize = 256, VirtioFeatures features = VirtioFeatures.Version1,
+        ulong memorySize = 4 << 20, ulong regionSize = 0, ChainErrorPolicy policy = ChainErrorPolicy.BreakQueue,
+        int indirectEntries = 0) =>
+        new(RingMemory, queueSize, features, memorySize, regionSize, policy, indirectEntries);
 }

@@ -1,3 +1,4 @@
+using PciVirtio.Mmio.Memory;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
 using PciVirtio.VhostCore.Tests.Support;
@@ -6,11 +7,13 @@ using static PciVirtio.VhostCore.Tests.Validation.HostileRing;
 namespace PciVirtio.VhostCore.Tests.Validation;
 
 /// <summary>A broken queue (DEVICE_NEEDS_RESET) touches nothing until it is restarted.</summary>
-public class BrokenQueueTests
+public abstract class BrokenQueueTests<TAccess, TMemory> : RingMemoryTests<TAccess, TMemory>
+    where TAccess : struct, IMemoryAccessor
+    where TMemory : IRingMemory<TAccess>, new()
 {
-    private static RingHarness BrokenHarness(VirtioFeatures features)
+    private RingHarness<TAccess> BrokenHarness(VirtioFeatures features)
     {
-        var h = new RingHarness(queueSize: 16, features: features);
+        var h = NewHarness(queueSize: 16, features: features);
         h.PublishRawAvail(0, 99);
         Assert.Equal(0, Pop(h));
         Assert.Equal(QueueError.HeadOutOfRange, h.Device.Error);
@@ -27,7 +30,9 @@ public class BrokenQueueTests
     public void Broken_queue_ignores_every_data_path_call(VirtioFeatures features)
     {
         using var h = BrokenHarness(features);
-        var before = h.Block.Span.ToArray();
+        var before = h.Backing.Span.ToArray();
+        var counters = h.Counters;   // I/O memory: every access is counted
+        long reads = counters?.Reads ?? 0, writes = counters?.Writes ?? 0;
 
         Assert.Equal(0, Pop(h));
         Assert.Equal(0, h.Device.AvailPending());
@@ -44,7 +49,15 @@ public class BrokenQueueTests
         Assert.False(h.Device.EnableNotifications());   // even though an entry is waiting
 
         // Not one byte of guest memory changed: no used entry, index, flag or avail_event.
-        Assert.True(before.AsSpan().SequenceEqual(h.Block.Span));
+        Assert.True(before.AsSpan().SequenceEqual(h.Backing.Span));
+
+        // Over I/O memory: not even a read reached the bus.
+        if (counters is not null)
+        {
+            Assert.Equal(reads, counters.Reads);
+            Assert.Equal(writes, counters.Writes);
+        }
+
         Assert.Equal(0, h.ReadU16(h.State.UsedRing + 2));
 
         Assert.Equal(0, h.Device.ChainsPopped);
@@ -72,7 +85,7 @@ public class BrokenQueueTests
     [Fact]
     public void Break_from_outside_stops_a_running_queue()
     {
-        using var h = new RingHarness(queueSize: 16);
+        using var h = NewHarness(queueSize: 16);
         h.WriteDesc(0, Buf(0), 8, VirtqDescFlags.None, 0);
         h.PublishRawAvail(0, 0);
         h.Device.Break(QueueError.UsedLengthTooLong, "header shorter than the virtio-net header");
@@ -108,3 +121,9 @@ public class BrokenQueueTests
         Assert.True(h.Device.NeedsInterrupt());
     }
 }
+
+/// <summary>BrokenQueueTests over ordinary RAM (<see cref="RamAccessor"/>).</summary>
+public sealed class BrokenQueueTests_Ram : BrokenQueueTests<RamAccessor, RamRingMemory>;
+
+/// <summary>BrokenQueueTests over a PCI BAR stand-in through <see cref="IoMemoryAccessor"/> (accesses counted).</summary>
+public sealed class BrokenQueueTests_Io : BrokenQueueTests<IoMemoryAccessor, IoRingMemory>;

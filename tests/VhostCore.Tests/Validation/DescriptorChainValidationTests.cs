@@ -1,3 +1,4 @@
+using PciVirtio.Mmio.Memory;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
 using PciVirtio.VhostCore.Tests.Support;
@@ -10,7 +11,9 @@ namespace PciVirtio.VhostCore.Tests.Validation;
 /// must break the queue with the exact error and a reason naming the problem, and PopAvail
 /// must return 0 without throwing or hanging.
 /// </summary>
-public class DescriptorChainValidationTests
+public abstract class DescriptorChainValidationTests<TAccess, TMemory> : RingMemoryTests<TAccess, TMemory>
+    where TAccess : struct, IMemoryAccessor
+    where TMemory : IRingMemory<TAccess>, new()
 {
     private const ulong MemorySize = 4 << 20;
 
@@ -19,7 +22,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Hand_built_direct_chain_is_accepted()
     {
-        using var h = new RingHarness();
+        using var h = NewHarness();
         h.WriteDesc(7, Buf(0), 100, VirtqDescFlags.Next, 9);
         h.WriteDesc(9, Buf(1), 200, VirtqDescFlags.Write, 0);
         h.PublishRawAvail(0, 7);
@@ -38,7 +41,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Hand_built_indirect_chain_is_accepted()
     {
-        using var h = new RingHarness(features: WithIndirect);
+        using var h = NewHarness(features: WithIndirect);
         WriteIndirect(h, Table, 0, Buf(0), 10, VirtqDescFlags.Next, 1);
         WriteIndirect(h, Table, 1, Buf(1), 20, VirtqDescFlags.Write, 0);
         h.WriteDesc(0, Table, 32, VirtqDescFlags.Indirect, 0);
@@ -56,7 +59,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Two_descriptor_loop_breaks_the_queue()
     {
-        using var h = new RingHarness();
+        using var h = NewHarness();
         h.WriteDesc(0, Buf(0), 16, VirtqDescFlags.Next, 5);
         h.WriteDesc(5, Buf(1), 16, VirtqDescFlags.Next, 0);
         h.PublishRawAvail(0, 0);
@@ -66,7 +69,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Self_loop_breaks_the_queue()
     {
-        using var h = new RingHarness();
+        using var h = NewHarness();
         h.WriteDesc(3, Buf(0), 16, VirtqDescFlags.Next, 3);
         h.PublishRawAvail(0, 3);
         AssertPopBreaks(h, QueueError.ChainTooLong, "descriptor chain 3", "loop");
@@ -77,7 +80,7 @@ public class DescriptorChainValidationTests
     {
         // A caller with a small segment buffer hits its limit before the chain-length check:
         // still a bad chain, still a broken queue, still no hang.
-        using var h = new RingHarness();
+        using var h = NewHarness();
         h.WriteDesc(0, Buf(0), 16, VirtqDescFlags.Next, 1);
         h.WriteDesc(1, Buf(1), 16, VirtqDescFlags.Next, 0);
         h.PublishRawAvail(0, 0);
@@ -89,7 +92,7 @@ public class DescriptorChainValidationTests
     public void Self_loop_of_zero_length_descriptors_breaks_the_queue()
     {
         // Zero-length descriptors produce no segment, so a segment limit cannot stop this walk.
-        using var h = new RingHarness();
+        using var h = NewHarness();
         h.WriteDesc(0, 0, 0, VirtqDescFlags.Next | VirtqDescFlags.Write, 0);
         h.PublishRawAvail(0, 0);
         AssertPopBreaks(h, QueueError.ChainTooLong, "loop");
@@ -98,7 +101,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Chain_longer_than_the_queue_breaks_it_but_one_exactly_as_long_is_fine()
     {
-        using var h = new RingHarness(queueSize: 4);
+        using var h = NewHarness(queueSize: 4);
         for (int i = 0; i < 4; i++)
         {
             h.WriteDesc(i, Buf(i), 8, i < 3 ? VirtqDescFlags.Next : VirtqDescFlags.None, (ushort)(i + 1));
@@ -123,7 +126,7 @@ public class DescriptorChainValidationTests
     [InlineData(0xffff)]
     public void Next_index_out_of_range_breaks_the_queue(int next)
     {
-        using var h = new RingHarness();
+        using var h = NewHarness();
         h.WriteDesc(0, Buf(0), 16, VirtqDescFlags.Next, (ushort)next);
         h.PublishRawAvail(0, 0);
         AssertPopBreaks(h, QueueError.NextOutOfRange, $"next index {next}", "descriptor table of 256 entries");
@@ -134,7 +137,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Address_plus_length_overflowing_2_pow_64_breaks_the_queue()
     {
-        using var h = new RingHarness();
+        using var h = NewHarness();
         h.WriteDesc(0, ulong.MaxValue - 7, 16, VirtqDescFlags.None, 0);
         h.PublishRawAvail(0, 0);
         AssertPopBreaks(h, QueueError.AddressOverflow, "descriptor 0", "0xfffffffffffffff8", "overflows");
@@ -143,7 +146,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Buffer_ending_exactly_at_2_pow_64_is_not_an_overflow_but_is_outside_memory()
     {
-        using var h = new RingHarness();
+        using var h = NewHarness();
         h.WriteDesc(0, ulong.MaxValue - 15, 16, VirtqDescFlags.None, 0);
         h.PublishRawAvail(0, 0);
         AssertPopBreaks(h, QueueError.BufferOutOfMemory, "not inside guest memory");
@@ -151,12 +154,12 @@ public class DescriptorChainValidationTests
 
     [Theory]
     [InlineData(0x1000UL)]                                        // below guest memory
-    [InlineData(RingHarness.GuestBase - 16)]                      // just below, touching the first byte
-    [InlineData(RingHarness.GuestBase + MemorySize)]              // just past the end
+    [InlineData(HarnessLayout.GuestBase - 16)]                      // just below, touching the first byte
+    [InlineData(HarnessLayout.GuestBase + MemorySize)]              // just past the end
     [InlineData(0x7fff_0000_0000UL)]
     public void Buffer_outside_every_region_breaks_the_queue(ulong addr)
     {
-        using var h = new RingHarness(memorySize: MemorySize);
+        using var h = NewHarness(memorySize: MemorySize);
         h.WriteDesc(0, Buf(0), 16, VirtqDescFlags.Next, 1);
         h.WriteDesc(1, addr, 32, VirtqDescFlags.Write, 0);
         h.PublishRawAvail(0, 0);
@@ -168,8 +171,8 @@ public class DescriptorChainValidationTests
     [InlineData(0x10000UL)]    // the last of 64 regions
     public void Buffer_crossing_the_end_of_memory_breaks_the_queue(ulong regionSize)
     {
-        using var h = new RingHarness(memorySize: MemorySize, regionSize: regionSize);
-        h.WriteDesc(0, RingHarness.GuestBase + MemorySize - 32, 64, VirtqDescFlags.None, 0);
+        using var h = NewHarness(memorySize: MemorySize, regionSize: regionSize);
+        h.WriteDesc(0, HarnessLayout.GuestBase + MemorySize - 32, 64, VirtqDescFlags.None, 0);
         h.PublishRawAvail(0, 0);
         AssertPopBreaks(h, QueueError.BufferOutOfMemory, "not inside guest memory");
     }
@@ -177,16 +180,16 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Buffer_crossing_a_region_end_into_a_hole_breaks_the_queue()
     {
-        using var h = new RingHarness(memorySize: MemorySize);
+        using var h = NewHarness(memorySize: MemorySize);
 
         // Re-start the device over a table with a hole after the first 1 MiB of guest memory.
         var whole = h.Table.Regions[0];
         var holed = MemoryTable.Create(
             whole with { Size = 0x100000 },
             whole with { GuestPhysAddr = whole.GuestPhysAddr + 0x200000, Size = 0x100000, UserAddr = whole.UserAddr + 0x200000, HostAddr = whole.HostAddr + 0x200000 });
-        Assert.True(h.Device.Start(h.State, new GuestMemory<RamAccessor>(holed, default)));
+        Assert.True(h.Device.Start(h.State, new GuestMemory<TAccess>(holed, h.Memory.Access)));
 
-        h.WriteDesc(0, RingHarness.GuestBase + 0x100000 - 16, 32, VirtqDescFlags.None, 0);
+        h.WriteDesc(0, HarnessLayout.GuestBase + 0x100000 - 16, 32, VirtqDescFlags.None, 0);
         h.PublishRawAvail(0, 0);
         AssertPopBreaks(h, QueueError.BufferOutOfMemory, "0x1000ffff0+0x20");
     }
@@ -194,9 +197,9 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Buffer_spanning_adjacent_regions_becomes_one_segment_per_region()
     {
-        using var h = new RingHarness(memorySize: MemorySize, regionSize: 0x10000);
-        ulong two = RingHarness.GuestBase + 0x30000 - 100;              // 100 B + 200 B
-        ulong three = RingHarness.GuestBase + 0x50000 - 10;             // 10 B + 64 KiB + 30 B
+        using var h = NewHarness(memorySize: MemorySize, regionSize: 0x10000);
+        ulong two = HarnessLayout.GuestBase + 0x30000 - 100;              // 100 B + 200 B
+        ulong three = HarnessLayout.GuestBase + 0x50000 - 10;             // 10 B + 64 KiB + 30 B
         h.WriteDesc(0, two, 300, VirtqDescFlags.Next, 1);
         h.WriteDesc(1, three, 0x10000 + 40, VirtqDescFlags.Write, 0);
         h.PublishRawAvail(0, 0);
@@ -221,7 +224,7 @@ public class DescriptorChainValidationTests
         Assert.NotEqual(segs[0].Host + 100, segs[1].Host);
     }
 
-    private static void AssertSegment(RingHarness h, IoSegment s, ulong guest, uint length)
+    private static void AssertSegment(RingHarness<TAccess> h, IoSegment s, ulong guest, uint length)
     {
         Assert.Equal(guest, s.Guest);
         Assert.Equal(length, s.Length);
@@ -236,7 +239,7 @@ public class DescriptorChainValidationTests
     [InlineData(1)]
     public void Indirect_entry_inside_an_indirect_table_breaks_the_queue(int nestedAt)
     {
-        using var h = new RingHarness(features: WithIndirect);
+        using var h = NewHarness(features: WithIndirect);
         ulong inner = Table + 0x1000;
         WriteIndirect(h, inner, 0, Buf(0), 16, VirtqDescFlags.None, 0);
         if (nestedAt == 1)
@@ -255,10 +258,11 @@ public class DescriptorChainValidationTests
     [InlineData(8u)]
     [InlineData(24u)]
     [InlineData(33u)]
-    [InlineData(16u * (SplitQueueDevice<RamAccessor>.MaxIndirectEntries + 1))]
+    [InlineData(16u * (SplitRingLayout.MaxQueueSize + 1))]                 // MaxIndirectEntries is the largest queue size
     public void Indirect_length_not_a_non_zero_multiple_of_16_within_the_cap_breaks_the_queue(uint len)
     {
-        using var h = new RingHarness(features: WithIndirect);
+        Assert.Equal(SplitRingLayout.MaxQueueSize, SplitQueueDevice<TAccess>.MaxIndirectEntries);
+        using var h = NewHarness(features: WithIndirect);
         WriteIndirect(h, Table, 0, Buf(0), 16, VirtqDescFlags.None, 0);
         WriteIndirect(h, Table, 1, Buf(1), 16, VirtqDescFlags.None, 0);
         WriteIndirect(h, Table, 2, Buf(2), 16, VirtqDescFlags.None, 0);
@@ -270,9 +274,9 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Indirect_table_of_exactly_the_cap_is_accepted()
     {
-        using var h = new RingHarness(features: WithIndirect);
-        ulong big = RingHarness.GuestBase + RingHarness.DataOffset;
-        uint len = 16u * SplitQueueDevice<RamAccessor>.MaxIndirectEntries; // 512 KiB, inside memory
+        using var h = NewHarness(features: WithIndirect);
+        ulong big = HarnessLayout.GuestBase + HarnessLayout.DataOffset;
+        uint len = 16u * SplitQueueDevice<TAccess>.MaxIndirectEntries; // 512 KiB, inside memory
         WriteIndirect(h, big, 0, Buf(100), 16, VirtqDescFlags.None, 0);
         h.WriteDesc(0, big, len, VirtqDescFlags.Indirect, 0);
         h.PublishRawAvail(0, 0);
@@ -282,11 +286,11 @@ public class DescriptorChainValidationTests
 
     [Theory]
     [InlineData(0x2000UL, 32u)]                                                    // outside every region
-    [InlineData(RingHarness.GuestBase + MemorySize - 16, 32u)]                     // crosses the end of memory
-    [InlineData(RingHarness.GuestBase + RingHarness.IndirectAreaOffset + 0x10000 - 16, 32u)] // crosses into the next region
+    [InlineData(HarnessLayout.GuestBase + MemorySize - 16, 32u)]                     // crosses the end of memory
+    [InlineData(HarnessLayout.GuestBase + HarnessLayout.IndirectAreaOffset + 0x10000 - 16, 32u)] // crosses into the next region
     public void Indirect_table_outside_memory_or_crossing_a_region_end_breaks_the_queue(ulong table, uint len)
     {
-        using var h = new RingHarness(features: WithIndirect, memorySize: MemorySize, regionSize: 0x10000);
+        using var h = NewHarness(features: WithIndirect, memorySize: MemorySize, regionSize: 0x10000);
         if (h.Memory.IsMapped(table, len))
         {
             // Make the entries themselves valid, so only the placement is wrong.
@@ -302,7 +306,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Indirect_without_the_feature_breaks_the_queue()
     {
-        using var h = new RingHarness(features: VirtioFeatures.Version1);
+        using var h = NewHarness(features: VirtioFeatures.Version1);
         WriteIndirect(h, Table, 0, Buf(0), 16, VirtqDescFlags.None, 0);
         h.WriteDesc(2, Table, 16, VirtqDescFlags.Indirect, 0);
         h.PublishRawAvail(0, 2);
@@ -312,7 +316,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Indirect_together_with_next_breaks_the_queue()
     {
-        using var h = new RingHarness(features: WithIndirect);
+        using var h = NewHarness(features: WithIndirect);
         WriteIndirect(h, Table, 0, Buf(0), 16, VirtqDescFlags.None, 0);
         h.WriteDesc(0, Table, 16, VirtqDescFlags.Indirect | VirtqDescFlags.Next, 1);
         h.WriteDesc(1, Buf(1), 16, VirtqDescFlags.Write, 0);
@@ -323,7 +327,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Loop_inside_an_indirect_table_breaks_the_queue()
     {
-        using var h = new RingHarness(features: WithIndirect);
+        using var h = NewHarness(features: WithIndirect);
         WriteIndirect(h, Table, 0, Buf(0), 16, VirtqDescFlags.Next, 1);
         WriteIndirect(h, Table, 1, Buf(1), 16, VirtqDescFlags.Next, 0);
         h.WriteDesc(0, Table, 32, VirtqDescFlags.Indirect, 0);
@@ -334,7 +338,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Self_loop_inside_an_indirect_table_breaks_the_queue()
     {
-        using var h = new RingHarness(features: WithIndirect);
+        using var h = NewHarness(features: WithIndirect);
         WriteIndirect(h, Table, 0, Buf(0), 0, VirtqDescFlags.Next, 0);
         h.WriteDesc(0, Table, 16, VirtqDescFlags.Indirect, 0);
         h.PublishRawAvail(0, 0);
@@ -344,7 +348,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Next_out_of_range_inside_an_indirect_table_breaks_the_queue()
     {
-        using var h = new RingHarness(features: WithIndirect);
+        using var h = NewHarness(features: WithIndirect);
         WriteIndirect(h, Table, 0, Buf(0), 16, VirtqDescFlags.Next, 2);  // table has entries 0 and 1
         WriteIndirect(h, Table, 1, Buf(1), 16, VirtqDescFlags.None, 0);
         WriteIndirect(h, Table, 2, Buf(2), 16, VirtqDescFlags.None, 0);  // in memory, but not in the table
@@ -356,7 +360,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Bad_buffer_inside_an_indirect_table_breaks_the_queue()
     {
-        using var h = new RingHarness(features: WithIndirect);
+        using var h = NewHarness(features: WithIndirect);
         WriteIndirect(h, Table, 0, Buf(0), 16, VirtqDescFlags.Next, 1);
         WriteIndirect(h, Table, 1, 0x1000, 16, VirtqDescFlags.Write, 0);
         h.WriteDesc(0, Table, 32, VirtqDescFlags.Indirect, 0);
@@ -369,7 +373,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Readable_after_writable_in_a_direct_chain_breaks_the_queue()
     {
-        using var h = new RingHarness();
+        using var h = NewHarness();
         h.WriteDesc(0, Buf(0), 16, VirtqDescFlags.Next, 1);
         h.WriteDesc(1, Buf(1), 16, VirtqDescFlags.Write | VirtqDescFlags.Next, 2);
         h.WriteDesc(2, Buf(2), 16, VirtqDescFlags.None, 0);
@@ -380,7 +384,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Readable_after_writable_in_an_indirect_chain_breaks_the_queue()
     {
-        using var h = new RingHarness(features: WithIndirect);
+        using var h = NewHarness(features: WithIndirect);
         WriteIndirect(h, Table, 0, Buf(0), 16, VirtqDescFlags.Write | VirtqDescFlags.Next, 1);
         WriteIndirect(h, Table, 1, Buf(1), 16, VirtqDescFlags.None, 0);
         h.WriteDesc(0, Table, 32, VirtqDescFlags.Indirect, 0);
@@ -391,7 +395,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Readable_indirect_entry_after_a_writable_direct_descriptor_breaks_the_queue()
     {
-        using var h = new RingHarness(features: WithIndirect);
+        using var h = NewHarness(features: WithIndirect);
         WriteIndirect(h, Table, 0, Buf(1), 16, VirtqDescFlags.None, 0);
         h.WriteDesc(0, Buf(0), 16, VirtqDescFlags.Write | VirtqDescFlags.Next, 1);
         h.WriteDesc(1, Table, 16, VirtqDescFlags.Indirect, 0);
@@ -404,7 +408,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Avail_index_moving_by_more_than_the_queue_size_breaks_the_queue()
     {
-        using var h = new RingHarness(queueSize: 16);
+        using var h = NewHarness(queueSize: 16);
         h.WriteU16(h.State.AvailRing + 2, 17);
         AssertPopBreaks(h, QueueError.AvailIndexJump, "avail index moved from 0 to 17", "queue size 16");
     }
@@ -412,7 +416,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Avail_index_moving_backwards_breaks_the_queue()
     {
-        using var h = new RingHarness(queueSize: 16);
+        using var h = NewHarness(queueSize: 16);
         h.WriteU16(h.State.AvailRing + 2, 0xffff);
         AssertPopBreaks(h, QueueError.AvailIndexJump, "avail index moved from 0 to 65535");
     }
@@ -420,7 +424,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Avail_index_moving_by_exactly_the_queue_size_is_a_full_ring()
     {
-        using var h = new RingHarness(queueSize: 16);
+        using var h = NewHarness(queueSize: 16);
         var heads = new ushort[16];
         for (int i = 0; i < 16; i++)
         {
@@ -439,7 +443,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Avail_index_jump_across_the_16_bit_wrap_breaks_the_queue()
     {
-        using var h = new RingHarness(queueSize: 16);
+        using var h = NewHarness(queueSize: 16);
         var state = h.State with { NextAvail = 65530, NextUsed = 65530 };
         Assert.True(h.Device.Start(state, h.Memory));
         h.WriteU16(h.State.AvailRing + 2, unchecked((ushort)(65530 + 17)));
@@ -452,7 +456,7 @@ public class DescriptorChainValidationTests
     [InlineData(0xffff)]
     public void Head_index_outside_the_queue_breaks_the_queue(int head)
     {
-        using var h = new RingHarness();
+        using var h = NewHarness();
         h.PublishRawAvail(0, (ushort)head);
         AssertPopBreaks(h, QueueError.HeadOutOfRange, $"names head {head}", "queue size 256");
     }
@@ -460,7 +464,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Bad_head_after_good_ones_in_the_same_batch_breaks_the_queue()
     {
-        using var h = new RingHarness();
+        using var h = NewHarness();
         h.WriteDesc(0, Buf(0), 8, VirtqDescFlags.None, 0);
         h.WriteDesc(1, Buf(1), 8, VirtqDescFlags.None, 0);
         h.PublishRawAvail(0, 0, 1, 300);
@@ -472,13 +476,13 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Chain_longer_than_4_GiB_in_total_breaks_the_queue()
     {
-        using var h = new RingHarness(queueSize: 8);
+        using var h = NewHarness(queueSize: 8);
 
         // A second, 4 GiB region far above the real one. Descriptors are only translated,
         // never dereferenced, while popping, so its host side can alias the small block.
         const ulong big = 0x100_0000_0000;
-        var huge = new MemoryRegion(big, 1UL << 32, big, h.Block.Address);
-        var memory = new GuestMemory<RamAccessor>(MemoryTable.Create(h.Table.Regions[0], huge), default);
+        var huge = new MemoryRegion(big, 1UL << 32, big, h.Backing.Address);
+        var memory = new GuestMemory<TAccess>(MemoryTable.Create(h.Table.Regions[0], huge), h.Memory.Access);
 
         // Readable: exactly 4 GiB - 1 is fine.
         Assert.True(h.Device.Start(h.State, memory));
@@ -509,7 +513,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Chain_that_does_not_fit_the_segment_buffer_is_left_for_the_next_call_unless_it_comes_first()
     {
-        using var h = new RingHarness();
+        using var h = NewHarness();
         h.WriteDesc(0, Buf(0), 16, VirtqDescFlags.Next, 1);        // chain 0: two segments
         h.WriteDesc(1, Buf(1), 16, VirtqDescFlags.Write, 0);
         h.WriteDesc(2, Buf(2), 16, VirtqDescFlags.Next, 3);        // chain 2: three segments
@@ -544,8 +548,8 @@ public class DescriptorChainValidationTests
     [Fact]
     public void One_descriptor_split_by_a_region_boundary_counts_its_pieces_against_the_segment_buffer()
     {
-        using var h = new RingHarness(memorySize: MemorySize, regionSize: 0x10000);
-        h.WriteDesc(0, RingHarness.GuestBase + 0x30000 - 8, 16, VirtqDescFlags.None, 0);
+        using var h = NewHarness(memorySize: MemorySize, regionSize: 0x10000);
+        h.WriteDesc(0, HarnessLayout.GuestBase + 0x30000 - 8, 16, VirtqDescFlags.None, 0);
         h.PublishRawAvail(0, 0);
         Assert.Equal(0, Pop(h.Device, new DescriptorChain[1], new IoSegment[1]));
         Assert.Equal(QueueError.TooManySegments, h.Device.Error);
@@ -554,7 +558,7 @@ public class DescriptorChainValidationTests
     [Fact]
     public void Zero_length_descriptors_need_no_segments()
     {
-        using var h = new RingHarness();
+        using var h = NewHarness();
         h.WriteDesc(0, 0xdead_0000, 0, VirtqDescFlags.Next, 1);       // address never looked at
         h.WriteDesc(1, Buf(1), 0, VirtqDescFlags.Write, 0);
         h.PublishRawAvail(0, 0);
@@ -564,3 +568,9 @@ public class DescriptorChainValidationTests
         Assert.Equal(0, chains[0].ReadableSegments + chains[0].WritableSegments);
     }
 }
+
+/// <summary>DescriptorChainValidationTests over ordinary RAM (<see cref="RamAccessor"/>).</summary>
+public sealed class DescriptorChainValidationTests_Ram : DescriptorChainValidationTests<RamAccessor, RamRingMemory>;
+
+/// <summary>DescriptorChainValidationTests over a PCI BAR stand-in through <see cref="IoMemoryAccessor"/> (accesses counted).</summary>
+public sealed class DescriptorChainValidationTests_Io : DescriptorChainValidationTests<IoMemoryAccessor, IoRingMemory>;

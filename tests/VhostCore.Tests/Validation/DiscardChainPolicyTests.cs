@@ -1,3 +1,4 @@
+using PciVirtio.Mmio.Memory;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
 using PciVirtio.VhostCore.Tests.Support;
@@ -7,12 +8,14 @@ namespace PciVirtio.VhostCore.Tests.Validation;
 
 /// <summary><see cref="ChainErrorPolicy.DiscardChain"/>: a bad chain goes back to the driver
 /// with length 0 and the queue keeps going; a bad ring still breaks it.</summary>
-public class DiscardChainPolicyTests
+public abstract class DiscardChainPolicyTests<TAccess, TMemory> : RingMemoryTests<TAccess, TMemory>
+    where TAccess : struct, IMemoryAccessor
+    where TMemory : IRingMemory<TAccess>, new()
 {
     [Fact]
     public void Bad_chain_is_returned_with_length_0_and_the_next_good_chain_is_delivered()
     {
-        using var h = new RingHarness(policy: ChainErrorPolicy.DiscardChain);
+        using var h = NewHarness(policy: ChainErrorPolicy.DiscardChain);
         h.WriteDesc(0, Buf(0), 16, VirtqDescFlags.Next, 0);            // self-loop
         h.WriteDesc(1, Buf(1), 32, VirtqDescFlags.Write, 0);           // fine
         h.PublishRawAvail(0, 0, 1);
@@ -42,7 +45,7 @@ public class DiscardChainPolicyTests
     [Fact]
     public void Every_kind_of_bad_chain_is_discarded_between_good_ones()
     {
-        using var h = new RingHarness(policy: ChainErrorPolicy.DiscardChain, features: VirtioFeatures.Version1);
+        using var h = NewHarness(policy: ChainErrorPolicy.DiscardChain, features: VirtioFeatures.Version1);
         h.WriteDesc(0, Buf(0), 8, VirtqDescFlags.None, 0);                    // good
         h.WriteDesc(1, Buf(1), 8, VirtqDescFlags.Next, 200);                  // loop via 200 -> 1
         h.WriteDesc(200, Buf(2), 8, VirtqDescFlags.Next, 1);
@@ -73,7 +76,7 @@ public class DiscardChainPolicyTests
     [Fact]
     public void Batch_of_only_bad_chains_returns_nothing_but_publishes_them()
     {
-        using var h = new RingHarness(policy: ChainErrorPolicy.DiscardChain);
+        using var h = NewHarness(policy: ChainErrorPolicy.DiscardChain);
         h.WriteDesc(0, 0x1000, 8, VirtqDescFlags.None, 0);
         h.WriteDesc(1, 0x2000, 8, VirtqDescFlags.None, 0);
         h.PublishRawAvail(0, 1, 0);
@@ -90,7 +93,7 @@ public class DiscardChainPolicyTests
     [Fact]
     public void Driver_gets_a_discarded_buffer_back_with_length_0()
     {
-        using var h = new RingHarness(queueSize: 8, policy: ChainErrorPolicy.DiscardChain);
+        using var h = NewHarness(queueSize: 8, policy: ChainErrorPolicy.DiscardChain);
         Assert.True(h.Driver.TryAdd([new GuestBuffer(Buf(0), 64)], [], token: 10));
         Assert.True(h.Driver.TryAdd([], [new GuestBuffer(Buf(1), 64)], token: 11));
         h.Driver.Publish();
@@ -115,7 +118,7 @@ public class DiscardChainPolicyTests
     [Fact]
     public void First_chain_too_big_for_the_segment_buffer_is_discarded()
     {
-        using var h = new RingHarness(policy: ChainErrorPolicy.DiscardChain);
+        using var h = NewHarness(policy: ChainErrorPolicy.DiscardChain);
         h.WriteDesc(0, Buf(0), 8, VirtqDescFlags.Next, 1);
         h.WriteDesc(1, Buf(1), 8, VirtqDescFlags.None, 0);
         h.WriteDesc(2, Buf(2), 8, VirtqDescFlags.None, 0);
@@ -130,7 +133,7 @@ public class DiscardChainPolicyTests
     [Fact]
     public void Avail_index_jump_still_breaks_the_queue()
     {
-        using var h = new RingHarness(queueSize: 16, policy: ChainErrorPolicy.DiscardChain);
+        using var h = NewHarness(queueSize: 16, policy: ChainErrorPolicy.DiscardChain);
         h.WriteU16(h.State.AvailRing + 2, 40);
         AssertPopBreaks(h, QueueError.AvailIndexJump, "avail index moved from 0 to 40");
         Assert.Equal(0, h.Device.ChainsDiscarded);
@@ -139,7 +142,7 @@ public class DiscardChainPolicyTests
     [Fact]
     public void Head_out_of_range_still_breaks_the_queue_after_discarding_earlier_bad_chains()
     {
-        using var h = new RingHarness(queueSize: 16, policy: ChainErrorPolicy.DiscardChain);
+        using var h = NewHarness(queueSize: 16, policy: ChainErrorPolicy.DiscardChain);
         h.WriteDesc(0, 0x1000, 8, VirtqDescFlags.None, 0);
         h.PublishRawAvail(0, 0, 16);
         Assert.Equal(0, Pop(h));
@@ -149,3 +152,9 @@ public class DiscardChainPolicyTests
         Assert.Equal(1, h.Device.ChainsDiscarded);
     }
 }
+
+/// <summary>DiscardChainPolicyTests over ordinary RAM (<see cref="RamAccessor"/>).</summary>
+public sealed class DiscardChainPolicyTests_Ram : DiscardChainPolicyTests<RamAccessor, RamRingMemory>;
+
+/// <summary>DiscardChainPolicyTests over a PCI BAR stand-in through <see cref="IoMemoryAccessor"/> (accesses counted).</summary>
+public sealed class DiscardChainPolicyTests_Io : DiscardChainPolicyTests<IoMemoryAccessor, IoRingMemory>;

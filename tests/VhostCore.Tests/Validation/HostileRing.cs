@@ -11,9 +11,9 @@ internal static class HostileRing
     public const VirtioFeatures WithIndirect = VirtioFeatures.Version1 | VirtioFeatures.RingIndirectDesc;
 
     /// <summary>Guest address of an indirect table used by hand-built chains.</summary>
-    public const ulong Table = RingHarness.GuestBase + RingHarness.IndirectAreaOffset;
+    public const ulong Table = HarnessLayout.GuestBase + HarnessLayout.IndirectAreaOffset;
 
-    public static ulong Buf(int i) => RingHarness.Buffer(i);
+    public static ulong Buf(int i) => HarnessLayout.Buffer(i);
 
     /// <summary>
     /// Pops on a separate thread and waits a bounded time, so a chain walk that never ends
@@ -46,15 +46,17 @@ internal static class HostileRing
 
     /// <summary>Pops with a segment buffer larger than any loop-free chain of the queue can
     /// fill, so a loop is caught by the chain-length check, not by the segment limit.</summary>
-    public static int Pop(RingHarness h, int maxChains = 8) =>
-        Pop(h.Device, new DescriptorChain[maxChains], new IoSegment[(2 * h.State.Size) + 8]);
+    public static int Pop<TAccess>(RingHarness<TAccess> h, int maxChains = 8)
+        where TAccess : struct, IMemoryAccessor
+        => Pop(h.Device, new DescriptorChain[maxChains], new IoSegment[(2 * h.State.Size) + 8]);
 
     /// <summary>
     /// Asserts that popping breaks the queue with exactly <paramref name="error"/>, a reason
     /// containing every one of <paramref name="reasonParts"/>, nothing handed out and
     /// nothing published; and that popping again still yields nothing.
     /// </summary>
-    public static void AssertPopBreaks(RingHarness h, QueueError error, params string[] reasonParts)
+    public static void AssertPopBreaks<TAccess>(RingHarness<TAccess> h, QueueError error, params string[] reasonParts)
+        where TAccess : struct, IMemoryAccessor
     {
         ushort usedIdx = h.ReadU16(h.State.UsedRing + 2);
         long popped = h.Device.ChainsPopped;
@@ -76,16 +78,20 @@ internal static class HostileRing
     }
 
     /// <summary>Reads used ring slot <paramref name="slot"/> (id, len).</summary>
-    public static (uint Id, uint Length) ReadUsed(RingHarness h, int slot)
+    public static (uint Id, uint Length) ReadUsed<TAccess>(RingHarness<TAccess> h, int slot)
+        where TAccess : struct, IMemoryAccessor
     {
         Span<byte> b = stackalloc byte[8];
         Assert.True(h.Memory.TryRead(h.State.UsedRing + 4 + (8 * (ulong)(slot & (h.State.Size - 1))), b));
         return (BinaryPrimitives.ReadUInt32LittleEndian(b), BinaryPrimitives.ReadUInt32LittleEndian(b[4..]));
     }
 
-    public static ushort UsedIdx(RingHarness h) => h.ReadU16(h.State.UsedRing + 2);
+    public static ushort UsedIdx<TAccess>(RingHarness<TAccess> h)
+        where TAccess : struct, IMemoryAccessor
+        => h.ReadU16(h.State.UsedRing + 2);
 
     /// <summary>Writes indirect table entry <paramref name="entry"/> of the table at <paramref name="table"/>.</summary>
-    public static void WriteIndirect(RingHarness h, ulong table, int entry, ulong addr, uint len, VirtqDescFlags flags, ushort next) =>
-        h.WriteDescAt(table + (16 * (ulong)entry), addr, len, flags, next);
+    public static void WriteIndirect<TAccess>(RingHarness<TAccess> h, ulong table, int entry, ulong addr, uint len, VirtqDescFlags flags, ushort next)
+        where TAccess : struct, IMemoryAccessor
+        => h.WriteDescAt(table + (16 * (ulong)entry), addr, len, flags, next);
 }

@@ -1,3 +1,4 @@
+using PciVirtio.Mmio.Memory;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
 using PciVirtio.VhostCore.Tests.Support;
@@ -7,7 +8,9 @@ namespace PciVirtio.VhostCore.Tests.Validation;
 
 /// <summary>Queue states from an untrusted frontend (SET_VRING_NUM / SET_VRING_ADDR):
 /// sizes and ring placement are re-validated when a queue starts.</summary>
-public class QueueSizeValidationTests
+public abstract class QueueSizeValidationTests<TAccess, TMemory> : RingMemoryTests<TAccess, TMemory>
+    where TAccess : struct, IMemoryAccessor
+    where TMemory : IRingMemory<TAccess>, new()
 {
     private const ulong MemorySize = 4 << 20;
 
@@ -25,14 +28,14 @@ public class QueueSizeValidationTests
     [InlineData(65536)]
     public void Bad_queue_sizes_are_rejected(int size)
     {
-        using var h = new RingHarness(queueSize: 8);
+        using var h = NewHarness(queueSize: 8);
         var state = h.State with { Size = size };
 
         Assert.Equal(QueueError.BadQueueSize, state.Validate(h.Table, out string reason, out var ring));
         Assert.Contains($"queue size {size}", reason, StringComparison.Ordinal);
         Assert.Equal(default(RingPointers), ring);
 
-        var device = new SplitQueueDevice<RamAccessor>("bad-size");
+        var device = new SplitQueueDevice<TAccess>("bad-size");
         Assert.False(device.Start(state, h.Memory));
         Assert.True(device.IsBroken);
         Assert.False(device.IsRunning);
@@ -53,14 +56,14 @@ public class QueueSizeValidationTests
     [InlineData(32768)]
     public void Legal_queue_sizes_including_1_and_32768_are_accepted_and_work(int size)
     {
-        using var h = new RingHarness(queueSize: size, memorySize: 8 << 20);
+        using var h = NewHarness(queueSize: size, memorySize: 8 << 20);
         Assert.Equal(QueueError.None, h.State.Validate(h.Table, out _, out var ring));
         Assert.Equal(size, ring.Size);
         Assert.True(h.Device.IsRunning);
         Assert.Equal(size, h.Device.Size);
 
         // The highest descriptor index and the last avail slot both work, three times round.
-        ulong data = RingHarness.GuestBase + (4 << 20);
+        ulong data = HarnessLayout.GuestBase + (4 << 20);
         var chains = new DescriptorChain[1];
         var segs = new IoSegment[2];
         for (int round = 0; round < 3; round++)
@@ -85,14 +88,20 @@ public class QueueSizeValidationTests
     public void Queue_size_32768_needs_room_for_its_rings()
     {
         // 512 KiB of descriptors, 64 KiB of avail and 256 KiB of used ring: not in 512 KiB of memory.
-        using var block = new NativeMemoryBlock(512 << 10);
-        var table = MemoryTable.Create(block.Region(0x4000_0000));
+        using var small = RingMemory.Allocate("small", 512 << 10);
+        var table = MemoryTable.Create(small.Region(0x4000_0000));
         var state = QueueState.AtBase(32768, 0x4000_0000, VirtioFeatures.Version1);
         Assert.Equal(QueueError.RingOutOfMemory, state.Validate(table, out string reason, out _));
         Assert.Contains("avail ring", reason, StringComparison.Ordinal);
+        var device = new SplitQueueDevice<TAccess>("too-small");
+        Assert.False(device.Start(state, new GuestMemory<TAccess>(table, small.Access)));
+        Assert.Equal(QueueError.RingOutOfMemory, device.Error);
 
-        using var bigger = new NativeMemoryBlock(1 << 20);
-        Assert.Equal(QueueError.None, state.Validate(MemoryTable.Create(bigger.Region(0x4000_0000)), out _, out _));
+        using var bigger = RingMemory.Allocate("bigger", 1 << 20);
+        var biggerTable = MemoryTable.Create(bigger.Region(0x4000_0000));
+        Assert.Equal(QueueError.None, state.Validate(biggerTable, out _, out _));
+        Assert.True(device.Start(state, new GuestMemory<TAccess>(biggerTable, bigger.Access)), device.BrokenReason);
+        Assert.Equal(0, device.AvailPending());
     }
 
     [Theory]
@@ -101,7 +110,7 @@ public class QueueSizeValidationTests
     [InlineData(0UL, 0UL, 2UL)]   // used ring 4-byte aligned
     public void Misaligned_ring_areas_are_rejected(ulong descShift, ulong availShift, ulong usedShift)
     {
-        using var h = new RingHarness(queueSize: 64);
+        using var h = NewHarness(queueSize: 64);
         var state = h.State with
         {
             DescTable = h.State.DescTable + descShift,
@@ -119,14 +128,14 @@ public class QueueSizeValidationTests
     [InlineData(0, 0x1000UL, "descriptor table")]                                         // below memory
     [InlineData(1, 0x1000UL, "avail ring")]
     [InlineData(2, 0x1000UL, "used ring")]
-    [InlineData(0, RingHarness.GuestBase + MemorySize - 0x200, "descriptor table")]      // crosses the end of memory
-    [InlineData(1, RingHarness.GuestBase + MemorySize - 0x40, "avail ring")]
-    [InlineData(2, RingHarness.GuestBase + MemorySize - 0x100, "used ring")]
-    [InlineData(2, RingHarness.GuestBase + MemorySize, "used ring")]                    // just past it
+    [InlineData(0, HarnessLayout.GuestBase + MemorySize - 0x200, "descriptor table")]      // crosses the end of memory
+    [InlineData(1, HarnessLayout.GuestBase + MemorySize - 0x40, "avail ring")]
+    [InlineData(2, HarnessLayout.GuestBase + MemorySize - 0x100, "used ring")]
+    [InlineData(2, HarnessLayout.GuestBase + MemorySize, "used ring")]                    // just past it
     [InlineData(0, ulong.MaxValue - 0xf, "descriptor table")]                             // wraps
     public void Ring_areas_outside_memory_are_rejected(int area, ulong addr, string named)
     {
-        using var h = new RingHarness(queueSize: 64, memorySize: MemorySize);
+        using var h = NewHarness(queueSize: 64, memorySize: MemorySize);
         var state = area switch
         {
             0 => h.State with { DescTable = addr },
@@ -146,8 +155,8 @@ public class QueueSizeValidationTests
     [Fact]
     public void Ring_area_crossing_a_region_boundary_is_rejected_even_if_both_sides_are_mapped()
     {
-        using var h = new RingHarness(queueSize: 64, memorySize: MemorySize, regionSize: 0x10000);
-        var state = h.State with { DescTable = RingHarness.GuestBase + 0x20000 - 0x200 }; // 1 KiB table
+        using var h = NewHarness(queueSize: 64, memorySize: MemorySize, regionSize: 0x10000);
+        var state = h.State with { DescTable = HarnessLayout.GuestBase + 0x20000 - 0x200 }; // 1 KiB table
         Assert.True(h.Memory.IsMapped(state.DescTable, 64 * 16));
         Assert.Equal(QueueError.RingOutOfMemory, state.Validate(h.Table, out string reason, out _));
         Assert.Contains("descriptor table", reason, StringComparison.Ordinal);
@@ -156,9 +165,9 @@ public class QueueSizeValidationTests
     [Fact]
     public void Memory_update_that_unmaps_the_ring_breaks_the_queue()
     {
-        using var h = new RingHarness(queueSize: 64);
+        using var h = NewHarness(queueSize: 64);
         var elsewhere = h.Table.Regions[0] with { GuestPhysAddr = 0x9_0000_0000 };
-        Assert.False(h.Device.UpdateMemory(new GuestMemory<RamAccessor>(MemoryTable.Create(elsewhere), default)));
+        Assert.False(h.Device.UpdateMemory(new GuestMemory<TAccess>(MemoryTable.Create(elsewhere), h.Memory.Access)));
         Assert.Equal(QueueError.RingOutOfMemory, h.Device.Error);
         Assert.Equal(0, Pop(h));
     }
@@ -166,9 +175,15 @@ public class QueueSizeValidationTests
     [Fact]
     public void Packed_ring_feature_is_refused_for_a_split_ring_state()
     {
-        using var h = new RingHarness(queueSize: 64);
+        using var h = NewHarness(queueSize: 64);
         var state = h.State with { Features = h.State.Features | VirtioFeatures.RingPacked };
         Assert.Equal(QueueError.UnsupportedFeature, state.Validate(h.Table, out string reason, out _));
         Assert.Contains("packed", reason, StringComparison.Ordinal);
     }
 }
+
+/// <summary>QueueSizeValidationTests over ordinary RAM (<see cref="RamAccessor"/>).</summary>
+public sealed class QueueSizeValidationTests_Ram : QueueSizeValidationTests<RamAccessor, RamRingMemory>;
+
+/// <summary>QueueSizeValidationTests over a PCI BAR stand-in through <see cref="IoMemoryAccessor"/> (accesses counted).</summary>
+public sealed class QueueSizeValidationTests_Io : QueueSizeValidationTests<IoMemoryAccessor, IoRingMemory>;

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using PciVirtio.Mmio.Memory;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
 using PciVirtio.VhostCore.Tests.Support;
@@ -11,19 +12,21 @@ namespace PciVirtio.VhostCore.Tests.Validation;
 /// started from that state carries on with no buffer replayed or dropped, across the
 /// 16-bit index wrap too.
 /// </summary>
-public class QueueStateRestoreTests
+public abstract class QueueStateRestoreTests<TAccess, TMemory> : RingMemoryTests<TAccess, TMemory>
+    where TAccess : struct, IMemoryAccessor
+    where TMemory : IRingMemory<TAccess>, new()
 {
     /// <summary>Adds one request whose readable buffer carries <paramref name="seq"/>.</summary>
-    private static void AddNumbered(RingHarness h, int seq)
+    private static void AddNumbered(RingHarness<TAccess> h, int seq)
     {
-        ulong buf = RingHarness.Buffer(seq % 64);
+        ulong buf = HarnessLayout.Buffer(seq % 64);
         Span<byte> b = stackalloc byte[4];
         BinaryPrimitives.WriteInt32LittleEndian(b, seq);
         Assert.True(h.Memory.TryWrite(buf, b));
         Assert.True(h.Driver.TryAdd([new GuestBuffer(buf, 4)], [new GuestBuffer(buf + 1024, 16)], (ulong)seq));
     }
 
-    private static int SeqOf(RingHarness h, in DescriptorChain chain, IoSegment[] segs)
+    private static int SeqOf(RingHarness<TAccess> h, in DescriptorChain chain, IoSegment[] segs)
     {
         Span<byte> b = stackalloc byte[4];
         Assert.Equal(4, h.Memory.Gather(chain.Readable(segs), 0, b));
@@ -33,7 +36,7 @@ public class QueueStateRestoreTests
     [Fact]
     public void Stop_reports_the_next_avail_index_to_serve_and_the_next_used_index()
     {
-        using var h = new RingHarness(queueSize: 16);
+        using var h = NewHarness(queueSize: 16);
         for (int i = 0; i < 5; i++)
         {
             AddNumbered(h, i);
@@ -58,7 +61,7 @@ public class QueueStateRestoreTests
         Assert.Equal(saved, h.Device.Stop());   // stopping again changes nothing
 
         // A new device (a restarted backend) finishes the in-flight chain and serves the rest.
-        var next = new SplitQueueDevice<RamAccessor>("restarted");
+        var next = new SplitQueueDevice<TAccess>("restarted");
         Assert.True(next.Start(saved, h.Memory));
         next.PushUsed(chains[2].Head, 3);
         Assert.Equal(2, next.PopAvail(chains, segs));
@@ -81,13 +84,13 @@ public class QueueStateRestoreTests
     [InlineData(VirtioFeatures.Version1 | VirtioFeatures.RingIndirectDesc, (ushort)65535)]
     public void Restarts_across_the_16_bit_wrap_neither_replay_nor_drop_buffers(VirtioFeatures features, ushort start)
     {
-        using var h = new RingHarness(queueSize: 8, features: features, indirectEntries: 4);
+        using var h = NewHarness(queueSize: 8, features: features, indirectEntries: 4);
         var state = h.State with { NextAvail = start, NextUsed = start };
 
         // A ring already in use at these indices: the driver and the used index agree.
         h.WriteU16(state.UsedRing + 2, start);
         Assert.True(h.Driver.Start(state, h.Memory, h.Indirect));
-        var device = new SplitQueueDevice<RamAccessor>("gen-0");
+        var device = new SplitQueueDevice<TAccess>("gen-0");
         Assert.True(device.Start(state, h.Memory));
 
         const int total = 40;
@@ -131,7 +134,7 @@ public class QueueStateRestoreTests
 
             var saved = device.Stop();
             Assert.Equal(unchecked((ushort)(start + served)), saved.NextAvail);
-            device = new SplitQueueDevice<RamAccessor>($"gen-{++generation}");
+            device = new SplitQueueDevice<TAccess>($"gen-{++generation}");
             Assert.True(device.Start(saved, h.Memory), device.BrokenReason);
 
             int r = h.Driver.Reap(used);
@@ -157,7 +160,7 @@ public class QueueStateRestoreTests
     [Fact]
     public void Device_started_on_a_ring_that_already_holds_buffers_serves_them_without_a_kick()
     {
-        using var h = new RingHarness(queueSize: 16);
+        using var h = NewHarness(queueSize: 16);
         for (int i = 0; i < 3; i++)
         {
             AddNumbered(h, i);
@@ -166,7 +169,7 @@ public class QueueStateRestoreTests
         h.Driver.Publish();
         Assert.True(h.Driver.NeedsKick()); // the kick goes nowhere: no device is listening yet
 
-        var device = new SplitQueueDevice<RamAccessor>("late");
+        var device = new SplitQueueDevice<TAccess>("late");
         Assert.True(device.Start(h.State, h.Memory));
         Assert.Equal(3, device.AvailPending());
         var chains = new DescriptorChain[8];
@@ -178,14 +181,14 @@ public class QueueStateRestoreTests
     [Fact]
     public void Device_restored_mid_ring_serves_only_what_is_left()
     {
-        using var h = new RingHarness(queueSize: 16);
+        using var h = NewHarness(queueSize: 16);
         for (int i = 0; i < 5; i++)
         {
             AddNumbered(h, i);
         }
 
         h.Driver.Publish();
-        var device = new SplitQueueDevice<RamAccessor>("restored");
+        var device = new SplitQueueDevice<TAccess>("restored");
         Assert.True(device.Start(h.State with { NextAvail = 2, NextUsed = 0 }, h.Memory));
         Assert.True(device.EnableNotifications()); // the re-check sees the waiting entries
         var chains = new DescriptorChain[8];
@@ -198,10 +201,16 @@ public class QueueStateRestoreTests
     public void Restored_next_avail_ahead_of_the_ring_breaks_the_queue()
     {
         // SET_VRING_BASE from an untrusted frontend claiming more was served than was ever added.
-        using var h = new RingHarness(queueSize: 16);
+        using var h = NewHarness(queueSize: 16);
         AddNumbered(h, 0);
         h.Driver.Publish();
         Assert.True(h.Device.Start(h.State with { NextAvail = 10 }, h.Memory));
         AssertPopBreaks(h, QueueError.AvailIndexJump, "avail index moved from 10 to 1");
     }
 }
+
+/// <summary>QueueStateRestoreTests over ordinary RAM (<see cref="RamAccessor"/>).</summary>
+public sealed class QueueStateRestoreTests_Ram : QueueStateRestoreTests<RamAccessor, RamRingMemory>;
+
+/// <summary>QueueStateRestoreTests over a PCI BAR stand-in through <see cref="IoMemoryAccessor"/> (accesses counted).</summary>
+public sealed class QueueStateRestoreTests_Io : QueueStateRestoreTests<IoMemoryAccessor, IoRingMemory>;
