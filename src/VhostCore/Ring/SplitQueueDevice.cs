@@ -20,14 +20,13 @@ namespace PciVirtio.VhostCore.Ring;
 /// <para>Not thread-safe: one queue is served by one thread at a time, as in every vhost
 /// engine, so the data path takes no lock.</para>
 /// </remarks>
-public sealed class SplitQueueDevice<TAccess>
+public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
     where TAccess : struct, IMemoryAccessor
 {
     /// <summary>Largest indirect table accepted (entries). Indirect tables are not bound by
     /// the queue size (Linux drivers size them by segment count), only by this cap.</summary>
     public const int MaxIndirectEntries = SplitRingLayout.MaxQueueSize;
 
-    private readonly ILogger? _logger;
     private readonly ChainErrorPolicy _policy;
     private GuestMemory<TAccess> _memory;
     private QueueState _state;
@@ -36,7 +35,6 @@ public sealed class SplitQueueDevice<TAccess>
     private int _mask;
     private bool _eventIdx;
     private bool _indirect;
-    private bool _running;
     private ushort _nextAvail;
     private ushort _availIdxSeen;
     private ushort _nextUsed;
@@ -47,23 +45,10 @@ public sealed class SplitQueueDevice<TAccess>
     private VirtqUsedFlags _usedFlags;
 
     public SplitQueueDevice(string name, ChainErrorPolicy policy = ChainErrorPolicy.BreakQueue, ILogger? logger = null)
+        : base(name, logger)
     {
-        Name = name;
         _policy = policy;
-        _logger = logger;
     }
-
-    public string Name { get; }
-
-    /// <summary>True between a successful <see cref="Start"/> and <see cref="Stop"/>, unless broken.</summary>
-    public bool IsRunning => _running && Error == QueueError.None;
-
-    public bool IsBroken => Error != QueueError.None;
-
-    public QueueError Error { get; private set; }
-
-    /// <summary>Human-readable reason the queue broke, naming the offending index or address.</summary>
-    public string? BrokenReason { get; private set; }
 
     public int Size => _size;
 
@@ -96,9 +81,8 @@ public sealed class SplitQueueDevice<TAccess>
     /// </summary>
     public bool Start(in QueueState state, GuestMemory<TAccess> memory)
     {
-        _running = false;
-        Error = QueueError.None;
-        BrokenReason = null;
+        Running = false;
+        ClearError();
         _memory = memory;
         _state = state;
         _size = state.Size;
@@ -120,9 +104,9 @@ public sealed class SplitQueueDevice<TAccess>
             return false;
         }
 
-        if (_logger is not null)
+        if (Logger is not null)
         {
-            QueueLog.Started(_logger, Name, state.Size, state.DescTable, state.AvailRing, state.UsedRing, state.NextAvail, state.NextUsed, state.Features);
+            QueueLog.Started(Logger, Name, state.Size, state.DescTable, state.AvailRing, state.UsedRing, state.NextAvail, state.NextUsed, state.Features);
         }
 
         // used.flags may still hold NO_NOTIFY from before a stop, while our shadow starts
@@ -137,7 +121,7 @@ public sealed class SplitQueueDevice<TAccess>
             _memory.Access.StoreU16(_ring.AvailEvent, _nextAvail);
         }
 
-        _running = true;
+        Running = true;
         return true;
     }
 
@@ -145,12 +129,12 @@ public sealed class SplitQueueDevice<TAccess>
     /// state, whose <see cref="QueueState.NextAvail"/> is the next avail index to serve.</summary>
     public QueueState Stop()
     {
-        if (_running && !IsBroken)
+        if (Running && !IsBroken)
         {
             FlushUsed();
         }
 
-        _running = false;
+        Running = false;
         return State;
     }
 
@@ -159,7 +143,7 @@ public sealed class SplitQueueDevice<TAccess>
     public bool UpdateMemory(GuestMemory<TAccess> memory)
     {
         _memory = memory;
-        if (!_running || IsBroken)
+        if (!Running || IsBroken)
         {
             return !IsBroken;
         }
@@ -172,23 +156,6 @@ public sealed class SplitQueueDevice<TAccess>
         }
 
         return true;
-    }
-
-    /// <summary>Marks the queue broken from outside the ring (a device-level violation such
-    /// as a header shorter than the virtio-net header). Idempotent; the first reason stays.</summary>
-    public void Break(QueueError error, string reason)
-    {
-        if (IsBroken)
-        {
-            return;
-        }
-
-        Error = error;
-        BrokenReason = reason;
-        if (_logger is not null)
-        {
-            QueueLog.Broken(_logger, Name, error, reason);
-        }
     }
 
     /// <summary>Number of avail entries not yet consumed (reads the avail index).</summary>
@@ -442,9 +409,9 @@ public sealed class SplitQueueDevice<TAccess>
         ChainsDiscarded++;
 
         // Rate-limited: the 1st, 2nd, 4th, 8th... bad chain is logged.
-        if (_logger is not null && (ChainsDiscarded & (ChainsDiscarded - 1)) == 0)
+        if (Logger is not null && (ChainsDiscarded & (ChainsDiscarded - 1)) == 0)
         {
-            QueueLog.ChainDiscarded(_logger, Name, head, fault.Error, fault.Describe(_size), ChainsDiscarded);
+            QueueLog.ChainDiscarded(Logger, Name, head, fault.Error, fault.Describe(_size), ChainsDiscarded);
         }
 
         PushUsed(head, 0);

@@ -19,10 +19,9 @@ namespace PciVirtio.VhostCore.Ring;
 /// reads only).</para>
 /// <para>Not thread-safe: one thread adds and reaps.</para>
 /// </remarks>
-public sealed class SplitQueueDriver<TAccess>
+public sealed class SplitQueueDriver<TAccess> : QueueEndpoint
     where TAccess : struct, IMemoryAccessor
 {
-    private readonly ILogger? _logger;
     private GuestMemory<TAccess> _memory;
     private QueueState _state;
     private RingPointers _ring;
@@ -32,7 +31,6 @@ public sealed class SplitQueueDriver<TAccess>
     private bool _useIndirect;
     private IndirectArea _indirectArea;
     private nint _indirectHost;
-    private bool _running;
 
     // Free descriptors form a list through _next; a chain keeps its links there while in
     // flight, so freeing it is O(1): splice [head.._chainLast[head]] back on the list.
@@ -52,20 +50,9 @@ public sealed class SplitQueueDriver<TAccess>
     private bool _interruptsEnabled;
 
     public SplitQueueDriver(string name, ILogger? logger = null)
+        : base(name, logger)
     {
-        Name = name;
-        _logger = logger;
     }
-
-    public string Name { get; }
-
-    public bool IsRunning => _running && Error == QueueError.None;
-
-    public bool IsBroken => Error != QueueError.None;
-
-    public QueueError Error { get; private set; }
-
-    public string? BrokenReason { get; private set; }
 
     public int Size => _size;
 
@@ -92,9 +79,8 @@ public sealed class SplitQueueDriver<TAccess>
     /// </summary>
     public bool Start(in QueueState state, GuestMemory<TAccess> memory, IndirectArea? indirect = null)
     {
-        _running = false;
-        Error = QueueError.None;
-        BrokenReason = null;
+        Running = false;
+        ClearError();
         _memory = memory;
         _state = state;
         var error = state.Validate(memory.Table, out string reason, out _ring);
@@ -154,30 +140,15 @@ public sealed class SplitQueueDriver<TAccess>
         }
 
         access.StoreReleaseU16(_ring.AvailIdx, _availShadow);
-        _running = true;
+        Running = true;
         return true;
     }
 
     /// <summary>Stops driving the ring; buffers in flight stay with the device.</summary>
     public QueueState Stop()
     {
-        _running = false;
+        Running = false;
         return State;
-    }
-
-    private void Break(QueueError error, string reason)
-    {
-        if (IsBroken)
-        {
-            return;
-        }
-
-        Error = error;
-        BrokenReason = reason;
-        if (_logger is not null)
-        {
-            QueueLog.Broken(_logger, Name, error, reason);
-        }
     }
 
     /// <summary>
