@@ -44,6 +44,7 @@ public sealed partial class IvshmemServer : IDisposable
     private readonly SortedDictionary<int, Peer> _peers = [];
     private readonly object _stateLock = new(); // a Monitor: WaitForPeers waits on it
     private volatile bool _stopping;
+    private readonly bool _ownsSharedMemory;
     private bool _disposed;
     private Exception? _fault;
 
@@ -57,6 +58,21 @@ public sealed partial class IvshmemServer : IDisposable
     /// <param name="maxPeers">How many clients may be connected at once, 1..65536.</param>
     /// <param name="logger">Connections and departures are logged at Information level.</param>
     public IvshmemServer(string socketPath, ulong sharedMemorySize, int vectors = 1, int maxPeers = 16, ILogger? logger = null)
+        : this(socketPath, sharedMemorySize, null, vectors, maxPeers, logger)
+    {
+    }
+
+    /// <summary>
+    /// Serves an existing shared memory (for example hw-sim's NTB local memory, so QEMU guests
+    /// become the two ends of the emulated bridge). The memfd stays owned by the caller and must
+    /// be at least <paramref name="sharedMemorySize"/> bytes and outlive the server.
+    /// </summary>
+    public IvshmemServer(string socketPath, FileDescriptor sharedMemory, ulong sharedMemorySize, int vectors = 1, int maxPeers = 16, ILogger? logger = null)
+        : this(socketPath, sharedMemorySize, sharedMemory ?? throw new ArgumentNullException(nameof(sharedMemory)), vectors, maxPeers, logger)
+    {
+    }
+
+    private IvshmemServer(string socketPath, ulong sharedMemorySize, FileDescriptor? sharedMemory, int vectors, int maxPeers, ILogger? logger)
     {
         ArgumentException.ThrowIfNullOrEmpty(socketPath);
         if (sharedMemorySize == 0 || !ulong.IsPow2(sharedMemorySize))
@@ -77,12 +93,17 @@ public sealed partial class IvshmemServer : IDisposable
 
         try
         {
-            SharedMemory = MemFd.Create("ivshmem", sharedMemorySize);
+            _ownsSharedMemory = sharedMemory is null;
+            SharedMemory = sharedMemory ?? MemFd.Create("ivshmem", sharedMemorySize);
             _listener = UnixSocket.Listen(socketPath, backlog: 16);
         }
         catch
         {
-            SharedMemory?.Dispose();
+            if (_ownsSharedMemory)
+            {
+                SharedMemory?.Dispose();
+            }
+
             _wake.Dispose();
             throw;
         }
@@ -194,7 +215,10 @@ public sealed partial class IvshmemServer : IDisposable
             LogUnlinkFailed(_logger, SocketPath, ex);
         }
 
-        SharedMemory.Dispose();
+        if (_ownsSharedMemory)
+        {
+            SharedMemory.Dispose();
+        }
         _wake.Dispose();
     }
 

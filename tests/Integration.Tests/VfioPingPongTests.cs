@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
+using PciVirtio.HwSim.Device;
 using PciVirtio.HwSim.Ivshmem;
+using PciVirtio.HwSim.Server;
 using PciVirtio.Tests.Guest;
 using Xunit.Abstractions;
 
@@ -8,7 +10,7 @@ namespace PciVirtio.Integration.Tests;
 
 /// <summary>
 /// The proof on the real VFIO path: two QEMU guests (TCG, q35 + intel-iommu) whose
-/// ivshmem-doorbell devices share one memory region through our <see cref="IvshmemServer"/>
+/// ivshmem-doorbell devices share one memory region through hw-sim's <see cref="IvshmemServer"/> endpoint
 /// bind the device to vfio-pci and run a NativeAOT build of tests/VfioPingPong. It uses Vfio.Net
 /// to map BAR0 and BAR2 and to wire MSI-X vectors 0 and 1 to eventfds, and the two exchange
 /// <see cref="Messages"/> messages of 1..4096 bytes and their replies through the shared memory
@@ -46,7 +48,11 @@ public sealed class VfioPingPongTests(VfioPingPongProgram program, ITestOutputHe
         try
         {
             string socket = Path.Combine(work.FullName, "ivshmem.sock");
-            using var server = new IvshmemServer(socket, sharedMemorySize: 1 << 20, vectors: 2, maxPeers: 2);
+            // hw-sim's server is the ivshmem server: its shared memory is the emulated NTB's local
+            // memory (two ports × one 512 KiB window = 1 MiB), so the two guests are the two ends.
+            using var device = HwSimDevice.Create(windows: 1, windowSize: 1 << 19);
+            using var hwsim = new HwSimServer(Path.Combine(work.FullName, "ntb.sock"), device, ivshmemSocketPath: socket, ivshmemVectors: 2, ivshmemMaxPeers: 2);
+            IvshmemServer server = hwsim.Ivshmem ?? throw new InvalidOperationException("hw-sim started no ivshmem endpoint");
             var guestProgram = new GuestProgram(program.ExecutablePath, ["--messages", Messages.ToString(CultureInfo.InvariantCulture)]);
             string initramfs = await VfioGuest.BuildInitramfsAsync(environment, Path.Combine(work.FullName, "pingpong.cpio"), guestProgram,
                 cancellationToken: budget.Token);
@@ -111,6 +117,14 @@ public sealed class VfioPingPongTests(VfioPingPongProgram program, ITestOutputHe
             Assert.Equal(Number(responder, "bytes-sent"), Number(initiator, "bytes-received"));
             Assert.True(Number(initiator, "bytes-sent") > Messages, "messages of varying sizes up to 4096 bytes");
             var exchangeDone = clock.Elapsed;
+
+            // What the guests wrote to BAR2 is in the emulated NTB's local memory.
+            using (var port0 = device.OpenPort(0))
+            using (var port1 = device.OpenPort(1))
+            {
+                Assert.True(port0.LocalMemory.Span.IndexOfAnyExcept((byte)0) >= 0 || port1.LocalMemory.Span.IndexOfAnyExcept((byte)0) >= 0,
+                    "the guests' shared memory is hw-sim's local memory");
+            }
 
             await Task.WhenAll(a.SendLineAsync("poweroff"), b.SendLineAsync("poweroff"));
             foreach (var vm in new[] { a, b })
