@@ -55,6 +55,11 @@ public sealed partial class HwSimServer : IDisposable
             if (ivshmemSocketPath is not null)
             {
                 ulong size = 2 * device.LocalMemorySize;
+                if (!ulong.IsPow2(size))
+                {
+                    throw new ArgumentException($"the ivshmem shared memory (2 ports × {device.WindowCount} windows × {device.WindowMaxSize} B = {size} B) must be a power of two", nameof(ivshmemSocketPath));
+                }
+
                 Ivshmem = new IvshmemServer(ivshmemSocketPath, device.LocalMemoryFd, size, ivshmemVectors, ivshmemMaxPeers, _logger);
             }
         }

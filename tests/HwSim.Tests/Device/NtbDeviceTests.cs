@@ -219,7 +219,8 @@ public sealed class NtbDeviceTests : IDisposable
     [Fact]
     public void Delayed_doorbells_arrive_later()
     {
-        _device.DelayDoorbells(200);
+        // Generous delay so a descheduled test thread still looks before delivery.
+        _device.DelayDoorbells(1000);
         _a.PeerDoorbellSet(1);
         Assert.Equal(0UL, _b.DoorbellRead());
         Assert.True(Signalled(_b.DoorbellEvent(0), 5000));
@@ -257,10 +258,10 @@ public sealed class NtbDeviceTests : IDisposable
         using var device = HwSimDevice.Create(windows: 1, windowSize: 4096);
         SimNtbPort a = device.OpenPort(0);
         using SimNtbPort b = device.OpenPort(1);
-        device.DelayDoorbells(100);
+        device.DelayDoorbells(1000);
         a.PeerDoorbellSet(1);
         a.Dispose();
-        await Task.Delay(400);
+        await Task.Delay(1500);
         Assert.Equal(0UL, b.DoorbellRead());
         Assert.Equal(0, device.Counters(0).DoorbellsSent);
 

@@ -104,4 +104,13 @@ public sealed class HwSimServerTests : IDisposable
         Assert.Equal(-1, reply);
         Assert.Null(fd);
     }
+
+    [Fact]
+    public void The_ivshmem_endpoint_needs_a_power_of_two_local_memory()
+    {
+        using var device = HwSimDevice.Create(windows: 3, windowSize: 4096);
+        var e = Assert.Throws<ArgumentException>(() => new HwSimServer(Path.Combine(_dir, "ntb.sock"), device, Path.Combine(_dir, "ivshmem.sock")));
+        Assert.Contains("power of two", e.Message);
+        Assert.False(File.Exists(Path.Combine(_dir, "ntb.sock")), "the hw-sim socket is removed again");
+    }
 }
