@@ -136,7 +136,9 @@ internal static unsafe class UnixSocket
                 cmsghdr* header = LibC.CMSG_FIRSTHDR(&message);
                 header->cmsg_level = LibC.SOL_SOCKET;
                 header->cmsg_type = LibC.SCM_RIGHTS;
-                header->cmsg_len = LibC.CMSG_LEN(sizeof(int));
+                // The length is the aligned header plus exactly one int: Tmds.LibC's CMSG_LEN pads
+                // the data, which makes the kernel pass a second descriptor (a copy of fd 0).
+                header->cmsg_len = (socklen_t)(((sizeof(cmsghdr) + 7) & ~7) + sizeof(int));
                 *(int*)LibC.CMSG_DATA(header) = (int)fd.DangerousGetHandle();
             }
 

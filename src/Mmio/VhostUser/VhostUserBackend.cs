@@ -161,9 +161,11 @@ public sealed class VhostUserBackend : IDisposable
         {
             Attach(UnixStreamSocket.Connect(Path, nonBlocking: true));
         }
-        catch (NativeCallException e) when (e.Errno is Errno.ENOENT or Errno.ECONNREFUSED or Errno.EAGAIN)
+        catch (NativeCallException e)
         {
-            // The frontend is not (yet, or no longer) there: try again later.
+            // The frontend is not (yet, or no longer) there — ENOENT, ECONNREFUSED — or
+            // refuses us for now: the one reconnect policy is to try again later.
+            LastEndReason = e.Message;
             _reconnectTimer!.Change(ReconnectInterval, Timeout.InfiniteTimeSpan);
         }
     }

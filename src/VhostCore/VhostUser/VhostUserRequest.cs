@@ -114,8 +114,9 @@ public static class VhostUserConstants
     /// <summary>Largest config space payload (VHOST_USER_MAX_CONFIG_SIZE).</summary>
     public const int MaxConfigSize = 256;
 
-    /// <summary>Largest payload of any supported message: a full SET_MEM_TABLE.</summary>
-    public const int MaxPayloadSize = 8 + (MaxMemTableRegions * 32);
+    /// <summary>Largest payload of any supported message: GET/SET_CONFIG with a full config
+    /// space (12 + 256 bytes; a full SET_MEM_TABLE is 8 + 8 * 32 = 264).</summary>
+    public const int MaxPayloadSize = 12 + MaxConfigSize;
 
     /// <summary>In SET_VRING_KICK/CALL/ERR: no descriptor accompanies the message.</summary>
     public const ulong VringNoFdFlag = 0x100;

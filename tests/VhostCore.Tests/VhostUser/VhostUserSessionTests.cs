@@ -177,6 +177,18 @@ public sealed class VhostUserSessionTests
         Assert.True(f.Send(VhostUserRequest.VHOST_USER_GET_CONFIG, config));
         Assert.Equal(new byte[] { 0xa2, 0xa3, 0xa4, 0xa5 }, f.ReplyBody[12..]);
 
+        var full = new byte[12 + 256];
+        new VhostUserConfig(0, 0, new byte[256]).Write(full);
+        Assert.True(f.Send(VhostUserRequest.VHOST_USER_GET_CONFIG, full), f.Session.FailureReason);
+        Assert.Equal(12 + 256, f.ReplyBody.Length);
+        Assert.Equal(0x9f, f.ReplyBody[^1]);
+
+        device.RefuseConfig = true;
+        int length = new VhostUserConfig(1, 0, new byte[255]).Write(full);
+        Assert.True(f.Send(VhostUserRequest.VHOST_USER_GET_CONFIG, full.AsSpan(0, length)), f.Session.FailureReason);
+        device.RefuseConfig = false;
+        Assert.Empty(f.ReplyBody); // the device refuses: zero-length reply, session continues
+
         new VhostUserConfig(0, 0, [1, 2]).Write(config);
         Assert.True(f.Send(VhostUserRequest.VHOST_USER_SET_CONFIG, config.AsSpan(0, 14)));
         Assert.Equal(1, device.Config[0]);

@@ -29,13 +29,15 @@ public sealed class TestVhostDevice(int queueCount = 2) : IVhostUserDevice
 
     public SafeHandle?[] Calls { get; } = new SafeHandle?[queueCount];
 
-    public byte[] Config { get; } = Enumerable.Range(0, 16).Select(i => (byte)(0xa0 + i)).ToArray();
+    public byte[] Config { get; } = Enumerable.Range(0, 256).Select(i => (byte)(0xa0 + i)).ToArray();
 
     public List<string> Events { get; } = [];
 
+    public bool RefuseConfig { get; set; }
+
     public bool TryGetConfig(uint offset, Span<byte> destination)
     {
-        if (offset + (uint)destination.Length > (uint)Config.Length)
+        if (RefuseConfig || offset + (uint)destination.Length > (uint)Config.Length)
         {
             return false;
         }
