@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using PciVirtio.Mmio.Interop;
 using Tmds.Linux;
 
@@ -29,15 +30,24 @@ public sealed class EventFd : INotificationSource, IDisposable
 
     /// <summary>Adds <paramref name="value"/> to the counter, waking any waiter. A full
     /// counter (EAGAIN) already means "signalled", so it is not an error.</summary>
-    public unsafe void Signal(ulong value = 1)
+    public void Signal(ulong value = 1) => Signal(Handle, value);
+
+    /// <summary>Reads and clears the counter; 0 when nothing was signalled.</summary>
+    public ulong Consume() => Consume(Handle);
+
+    /// <summary><see cref="Signal(ulong)"/> on an eventfd we hold only as a handle (one a
+    /// frontend passed us).</summary>
+    public static unsafe void Signal(SafeHandle eventFd, ulong value = 1)
     {
+        ArgumentNullException.ThrowIfNull(eventFd);
         bool added = false;
         try
         {
-            Handle.DangerousAddRef(ref added);
+            eventFd.DangerousAddRef(ref added);
+            int fd = (int)eventFd.DangerousGetHandle();
             while (true)
             {
-                long rc = LibC.write(Handle.Value, &value, 8);
+                long rc = LibC.write(fd, &value, 8);
                 if (rc == 8)
                 {
                     return;
@@ -59,22 +69,25 @@ public sealed class EventFd : INotificationSource, IDisposable
         {
             if (added)
             {
-                Handle.DangerousRelease();
+                eventFd.DangerousRelease();
             }
         }
     }
 
-    /// <summary>Reads and clears the counter; 0 when nothing was signalled.</summary>
-    public unsafe ulong Consume()
+    /// <summary><see cref="Consume()"/> on an eventfd we hold only as a handle. On a
+    /// blocking eventfd call it only when it is readable (epoll said so).</summary>
+    public static unsafe ulong Consume(SafeHandle eventFd)
     {
+        ArgumentNullException.ThrowIfNull(eventFd);
         bool added = false;
         try
         {
-            Handle.DangerousAddRef(ref added);
+            eventFd.DangerousAddRef(ref added);
+            int fd = (int)eventFd.DangerousGetHandle();
             while (true)
             {
                 ulong value;
-                long rc = LibC.read(Handle.Value, &value, 8);
+                long rc = LibC.read(fd, &value, 8);
                 if (rc == 8)
                 {
                     return value;
@@ -96,7 +109,7 @@ public sealed class EventFd : INotificationSource, IDisposable
         {
             if (added)
             {
-                Handle.DangerousRelease();
+                eventFd.DangerousRelease();
             }
         }
     }

@@ -29,6 +29,13 @@ public enum QueueError
     IndirectBadLength,
     IndirectOutOfMemory,
     TooManySegments,
+
+    // Device-level: the chain is well formed but not what this queue of the device takes.
+    /// <summary>Writable buffers on a transmit queue, readable ones on a receive queue.</summary>
+    WrongDirection,
+
+    /// <summary>A chain too short for the device's header (virtio_net_hdr, a control header).</summary>
+    ShortHeader,
 }
 
 /// <summary>What a device queue does with a malformed descriptor chain.</summary>

@@ -230,6 +230,26 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
         return count;
     }
 
+    /// <summary>
+    /// Gives back the last <paramref name="count"/> popped chains, which were neither pushed
+    /// nor published: the next <see cref="PopAvail"/> walks them again (their translations may
+    /// be stale, e.g. after a memory update). Only with <see cref="ChainErrorPolicy.BreakQueue"/>:
+    /// under DiscardChain a rejected chain between them was already pushed and would be
+    /// pushed twice.
+    /// </summary>
+    public void Unpop(int count)
+    {
+        if (_policy != ChainErrorPolicy.BreakQueue)
+        {
+            throw new InvalidOperationException($"{Name}: Unpop needs the BreakQueue chain policy");
+        }
+
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(count, _size);
+        _nextAvail -= (ushort)count;
+        ChainsPopped -= count;
+    }
+
     /// <summary>Pops one chain (see <see cref="PopAvail"/>).</summary>
     public bool TryPopAvail(out DescriptorChain chain, Span<IoSegment> segments)
     {

@@ -1,0 +1,308 @@
+using Microsoft.Extensions.Logging;
+using PciVirtio.VhostCore.Memory;
+using PciVirtio.VhostCore.Ring;
+using PciVirtio.VhostCore.VhostUser;
+
+namespace PciVirtio.VhostCore.Net;
+
+/// <summary>
+/// The receive queue of a virtio-net device: copies frames from a backend into the
+/// driver's buffers. With MRG_RXBUF a frame spans as many chains as it needs (num_buffers
+/// in its header); without, it must fit one chain. Chains are popped in batches and held
+/// until frames fill them, so a run of small frames costs one avail walk per batch; held
+/// chains go back to the ring on stop and on a memory change.
+/// </summary>
+public sealed class NetRxQueue : NetQueue
+{
+    /// <summary>Chains popped per refill.</summary>
+    public const int Batch = 64;
+
+    /// <summary>Most chains held at once (a 64 KiB frame in 1 KiB buffers needs 65).</summary>
+    public const int MaxHeldChains = 256;
+
+    /// <summary>Segments a refill must have room for: a chain with more is malformed (the
+    /// kernel's vhost has the same bound, UIO_MAXIOV).</summary>
+    public const int MaxChainSegments = 1024;
+
+    private readonly DescriptorChain[] _chains = new DescriptorChain[MaxHeldChains];
+    private readonly IoSegment[] _segments = new IoSegment[2 * MaxChainSegments];
+    private readonly Action<int> _spaceAvailable;
+    private readonly int _pair;
+    private int _heldStart;
+    private int _heldCount;
+    private int _guestHeader;
+    private VirtioNetFeatures _netFeatures;
+
+    /// <param name="spaceAvailable">Called with the pair index when buffers arrive after a
+    /// <see cref="ReceiveResult.NoBuffers"/> (the backend retries then).</param>
+    public NetRxQueue(string name, int pair, IDataPlaneEvents events, Action<int> spaceAvailable, ILogger? logger = null)
+        : base(name, events, logger)
+    {
+        _pair = pair;
+        _spaceAvailable = spaceAvailable;
+    }
+
+    /// <summary>Chains popped and waiting for frames.</summary>
+    public int HeldChains => _heldCount;
+
+    /// <summary>Copies one frame (12-byte header + packet, in <paramref name="frame"/>) into
+    /// the driver's buffers.</summary>
+    public unsafe ReceiveResult Receive(ReadOnlySpan<IoSegment> frame, int length)
+    {
+        if (!Ring.IsRunning)
+        {
+            return ReceiveResult.NoBuffers;
+        }
+
+        if (length < VirtioNetHeader.Size + 14 || length > VirtioNetHeader.MaxFrame)
+        {
+            Stats.DropsField++;
+            return ReceiveResult.Dropped;
+        }
+
+        Span<byte> header = stackalloc byte[VirtioNetHeader.Size];
+        if (Gather(frame, 0, header) != header.Length || !VirtioNetHeader.AcceptableFor(header, _netFeatures))
+        {
+            Stats.DropsField++;
+            return ReceiveResult.Dropped;
+        }
+
+        int packet = length - VirtioNetHeader.Size;
+        uint needed = (uint)(_guestHeader + packet);
+        bool mergeable = (_netFeatures & VirtioNetFeatures.MrgRxbuf) != 0;
+        int chainsNeeded = mergeable ? CountChains(needed) : (HaveHeld() ? 1 : 0);
+        if (chainsNeeded == 0)
+        {
+            return NoBuffers();
+        }
+
+        if (chainsNeeded < 0 || (!mergeable && _chains[_heldStart].WritableBytes < needed))
+        {
+            // The driver's buffers can never hold this frame: drop it, keep the buffers.
+            Stats.DropsField++;
+            return ReceiveResult.Dropped;
+        }
+
+        VirtioNetHeader.SetNumBuffers(header, (ushort)chainsNeeded);
+        var memory = Ring.Memory;
+        int sourceOffset = VirtioNetHeader.Size;
+        int remaining = packet;
+        for (int c = 0; c < chainsNeeded; c++)
+        {
+            ref readonly var chain = ref _chains[_heldStart];
+            var writable = chain.Writable(_segments);
+            int written = 0;
+            if (c == 0)
+            {
+                written = memory.Scatter(writable, 0, header[.._guestHeader]);
+            }
+
+            int n = (int)Math.Min((uint)remaining, chain.WritableBytes - (uint)written);
+            CopyInto(memory, writable, written, frame, sourceOffset, n);
+            sourceOffset += n;
+            remaining -= n;
+            Ring.PushUsed(chain.Head, (uint)(written + n));
+            _heldStart++;
+            _heldCount--;
+        }
+
+        Stats.PacketsField++;
+        Stats.BytesField += packet;
+        return ReceiveResult.Delivered;
+    }
+
+    /// <summary>Publishes what <see cref="Receive"/> wrote and interrupts the driver if it asked.</summary>
+    public void Flush() => Publish();
+
+    private protected override void OnStarted()
+    {
+        _guestHeader = VirtioNetHeader.SizeFor(Features);
+        _netFeatures = (VirtioNetFeatures)Features;
+        _heldStart = 0;
+        _heldCount = 0;
+    }
+
+    private protected override void OnKick()
+    {
+        // New buffers (or a start): a backend that met an empty ring retries now.
+        if (Ring.IsRunning)
+        {
+                _spaceAvailable(_pair);
+        }
+    }
+
+    private protected override void ReleaseHeld()
+    {
+        if (_heldCount > 0 && Ring.IsRunning)
+        {
+            Ring.Unpop(_heldCount);
+        }
+
+        _heldStart = 0;
+        _heldCount = 0;
+    }
+
+    private ReceiveResult NoBuffers()
+    {
+        Stats.FullField++;
+        return ReceiveResult.NoBuffers;
+    }
+
+    private bool HaveHeld() => _heldCount > 0 || Refill() == RefillResult.Added;
+
+    /// <summary>How many held chains, from the first, hold <paramref name="needed"/> bytes;
+    /// 0 when the ring runs dry first (wait for buffers), -1 when even the most we may hold
+    /// cannot (drop the frame).</summary>
+    private int CountChains(uint needed)
+    {
+        ulong have = 0;
+        int i = 0;
+        while (true)
+        {
+            for (; i < _heldCount; i++)
+            {
+                have += _chains[_heldStart + i].WritableBytes;
+                if (have >= needed)
+                {
+                    return i + 1;
+                }
+            }
+
+            switch (Refill())
+            {
+                case RefillResult.Empty:
+                    return 0;
+                case RefillResult.NoRoom:
+                    return -1;
+            }
+        }
+    }
+
+    /// <summary>Pops more chains behind the held ones. With no buffers left, asks the driver
+    /// for a kick when it adds some (re-checking, so buffers added meanwhile are not missed).</summary>
+    private RefillResult Refill()
+    {
+        Compact();
+        int segEnd = _heldCount == 0 ? 0 : SegmentEnd(_chains[_heldCount - 1]);
+        if (_segments.Length - segEnd < MaxChainSegments || _heldCount == MaxHeldChains)
+        {
+            return RefillResult.NoRoom;
+        }
+
+        var chains = _chains.AsSpan(_heldCount);
+        var segments = _segments.AsSpan(segEnd);
+        int n = Ring.PopAvail(chains, segments);
+        if (n == 0 && Ring.IsRunning && Ring.EnableNotifications())
+        {
+            n = Ring.PopAvail(chains, segments);
+        }
+
+        if (n == 0)
+        {
+            return RefillResult.Empty;
+        }
+
+        // The driver is refilling: no kicks needed until we run dry again.
+        Ring.DisableNotifications();
+        for (int i = 0; i < n; i++)
+        {
+            ref var chain = ref chains[i];
+
+            // PopAvail numbered the segments relative to the slice it got.
+            chain = new DescriptorChain(chain.Head, chain.SegmentStart + segEnd, chain.ReadableSegments, chain.WritableSegments, chain.ReadableBytes, chain.WritableBytes);
+            if (chain.ReadableSegments != 0 || chain.WritableBytes == 0)
+            {
+                // The queue is dead from here on; nothing held matters any more.
+                Ring.Break(QueueError.WrongDirection, $"receive chain {chain.Head} has {chain.ReadableSegments} device-readable buffers and {chain.WritableBytes} writable bytes");
+                _heldCount = 0;
+                return RefillResult.Empty;
+            }
+        }
+
+        _heldCount += n;
+        return RefillResult.Added;
+    }
+
+    /// <summary>Moves the held chains and their segments to the front of the arrays.</summary>
+    private void Compact()
+    {
+        if (_heldStart == 0)
+        {
+            return;
+        }
+
+        if (_heldCount == 0)
+        {
+            _heldStart = 0;
+            return;
+        }
+
+        int firstSeg = _chains[_heldStart].SegmentStart;
+        int endSeg = SegmentEnd(_chains[_heldStart + _heldCount - 1]);
+        Array.Copy(_segments, firstSeg, _segments, 0, endSeg - firstSeg);
+        for (int i = 0; i < _heldCount; i++)
+        {
+            var c = _chains[_heldStart + i];
+            _chains[i] = new DescriptorChain(c.Head, c.SegmentStart - firstSeg, c.ReadableSegments, c.WritableSegments, c.ReadableBytes, c.WritableBytes);
+        }
+
+        _heldStart = 0;
+    }
+
+    private static int SegmentEnd(in DescriptorChain c) => c.SegmentStart + c.ReadableSegments + c.WritableSegments;
+
+    /// <summary>Copies <paramref name="count"/> bytes of the source frame, from
+    /// <paramref name="sourceOffset"/>, into <paramref name="destination"/> from <paramref name="destOffset"/>.</summary>
+    private static unsafe void CopyInto(GuestMemory<RamAccessor> memory, ReadOnlySpan<IoSegment> destination, int destOffset, ReadOnlySpan<IoSegment> source, int sourceOffset, int count)
+    {
+        int s = 0;
+        while (s < source.Length && sourceOffset >= source[s].Length)
+        {
+            sourceOffset -= (int)source[s].Length;
+            s++;
+        }
+
+        while (count > 0 && s < source.Length)
+        {
+            int n = (int)Math.Min((uint)count, source[s].Length - (uint)sourceOffset);
+            var piece = new ReadOnlySpan<byte>((byte*)source[s].Host + sourceOffset, n);
+            int w = memory.Scatter(destination, destOffset, piece);
+            destOffset += w;
+            count -= n;
+            sourceOffset = 0;
+            s++;
+        }
+    }
+
+    private static unsafe int Gather(ReadOnlySpan<IoSegment> source, int offset, Span<byte> destination)
+    {
+        int copied = 0;
+        foreach (ref readonly var seg in source)
+        {
+            if (copied == destination.Length)
+            {
+                break;
+            }
+
+            if (offset >= seg.Length)
+            {
+                offset -= (int)seg.Length;
+                continue;
+            }
+
+            int n = (int)Math.Min(seg.Length - (uint)offset, (uint)(destination.Length - copied));
+            new ReadOnlySpan<byte>((byte*)seg.Host + offset, n).CopyTo(destination[copied..]);
+            copied += n;
+            offset = 0;
+        }
+
+        return copied;
+    }
+
+    private enum RefillResult
+    {
+        Added,
+        Empty,
+        NoRoom,
+    }
+}
