@@ -166,6 +166,7 @@ public sealed class TestNetGuest : IDisposable
     private readonly NativeMemoryBlock _block;
     private readonly SafeHandle[] _kicks;
     private readonly SafeHandle[] _calls;
+    private static int s_handleBase;
     private ulong _next = DataStart;
 
     public TestNetGuest(VhostUserNetDevice device, ManualEvents events, ulong features, int queueSize = 256, ulong memorySize = 32 << 20)
@@ -177,6 +178,7 @@ public sealed class TestNetGuest : IDisposable
         Table = MemoryTable.Create(_block.Region(GuestBase));
         Memory = new GuestMemory<RamAccessor>(Table, default);
         int queues = device.QueueCount;
+        int handles = Interlocked.Add(ref s_handleBase, 1000) * 2; // distinct fake fds per guest
         Drivers = new SplitQueueDriver<RamAccessor>[queues];
         States = new QueueState[queues];
         _kicks = new SafeHandle[queues];
@@ -185,8 +187,8 @@ public sealed class TestNetGuest : IDisposable
         {
             States[q] = QueueState.AtBase(queueSize, GuestBase + ((ulong)(q + 1) * RingStride), (VirtioFeatures)features);
             Drivers[q] = new SplitQueueDriver<RamAccessor>($"guest-q{q}");
-            _kicks[q] = new SafeFileHandle(1000 + q, ownsHandle: false);
-            _calls[q] = new SafeFileHandle(2000 + q, ownsHandle: false);
+            _kicks[q] = new SafeFileHandle(handles + q, ownsHandle: false);
+            _calls[q] = new SafeFileHandle(handles + 500 + q, ownsHandle: false);
         }
 
         device.OnFeatures(features);
