@@ -1,12 +1,25 @@
 using PciVirtio.Host.Demo;
+using PciVirtio.Host.Serve;
 
 // The pcivirtio program. Today it runs the ring demo (the README's main job); the vhost-user
 // backend, the NTB link and the daemon arrive as commands of their own.
 const string Usage = """
-    usage: pcivirtio [demo] [options]
+    usage: pcivirtio [demo|serve] [options]
 
     commands:
       demo      push frames between two in-process hosts through split virtqueues (default)
+      serve     vhost-user virtio-net backends for VMs and DPDK virtio-user
+
+    serve options:
+      --socket PATH      vhost-user socket; one: bridged to a TAP, two: joined to each other
+      --client           connect to the frontend's socket (and reconnect) instead of listening
+      --queues N         queue pairs, 1..64 (default 1; a multiqueue TAP when N > 1)
+      --tap NAME         TAP interface to create or attach to (default: the kernel names one)
+      --mtu N            MTU of the TAP and in the device's config space
+      --no-mrg           do not offer mergeable receive buffers
+      --duration S       stop after S seconds (default: on SIGINT/SIGTERM)
+      --stats S          print counters every S seconds (default 1, 0: never)
+      --verbose          debug logging
 
     demo options:
       --frames N         frames to send (default 5000000)
@@ -22,6 +35,18 @@ if (rest.Length > 0 && rest[0] is "-h" or "--help" or "help")
 {
     Console.WriteLine(Usage);
     return 0;
+}
+
+if (rest.Length > 0 && rest[0] == "serve")
+{
+    if (!ServeOptions.TryParse(rest[1..], out var serve, out string? serveError))
+    {
+        Console.Error.WriteLine(serveError);
+        Console.Error.WriteLine(Usage);
+        return 2;
+    }
+
+    return ServeCommand.Run(serve, Console.Out);
 }
 
 if (rest.Length > 0 && rest[0] == "demo")

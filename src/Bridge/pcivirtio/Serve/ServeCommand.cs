@@ -1,0 +1,79 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
+
+namespace PciVirtio.Host.Serve;
+
+/// <summary><c>pcivirtio serve</c>: runs the backends until SIGINT/SIGTERM (or the
+/// duration), printing counters, then a summary.</summary>
+public static class ServeCommand
+{
+    public static int Run(ServeOptions options, TextWriter output)
+    {
+        using var loggers = LoggerFactory.Create(b => b
+            .SetMinimumLevel(options.Verbose ? LogLevel.Debug : LogLevel.Information)
+            .AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.TimestampFormat = "HH:mm:ss.fff ";
+            }));
+        VhostNetServer server;
+        try
+        {
+            server = VhostNetServer.Start(options, loggers);
+        }
+        catch (Exception e) when (e is Mmio.Interop.NativeCallException or ArgumentException or IOException or UnauthorizedAccessException)
+        {
+            output.WriteLine($"pcivirtio serve: {e.Message}");
+            return 1;
+        }
+
+        using (server)
+        {
+            using var stop = new ManualResetEventSlim();
+            using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+            using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
+            string what = server.Tap is { } tap ? $"bridged to TAP {tap.Name}" : "joined port to port";
+            output.WriteLine($"serving {string.Join(", ", options.Sockets)} ({(options.Client ? "client" : "server")} mode, {options.QueuePairs} queue pair(s), {what})");
+            output.Flush();
+            var started = DateTime.UtcNow;
+            var deadline = options.Duration is { } d ? started + d : DateTime.MaxValue;
+            var interval = options.StatsInterval ?? TimeSpan.FromSeconds(1);
+            var last = server.Counters();
+            while (!stop.IsSet && DateTime.UtcNow < deadline)
+            {
+                var wait = deadline - DateTime.UtcNow;
+                stop.Wait(wait < interval ? wait : interval);
+                if (options.StatsInterval is null || stop.IsSet)
+                {
+                    continue;
+                }
+
+                var now = server.Counters();
+                for (int i = 0; i < now.Count; i++)
+                {
+                    var (n, p) = (now[i], last[i]);
+                    double secs = interval.TotalSeconds;
+                    output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"{n.Device}: from guest {(n.TxPackets - p.TxPackets) / secs:F0} pps, to guest {(n.RxPackets - p.RxPackets) / secs:F0} pps, drops {n.Drops}"));
+                }
+
+                output.Flush();
+                last = now;
+            }
+
+            foreach (var c in server.Counters())
+            {
+                output.WriteLine($"{c.Device}: {c.TxPackets} frames ({c.TxBytes} bytes) from the guest, {c.RxPackets} frames ({c.RxBytes} bytes) to the guest, {c.Drops} dropped");
+            }
+
+            return 0;
+
+            void Stop(PosixSignalContext context)
+            {
+                context.Cancel = true;
+                stop.Set();
+            }
+        }
+    }
+}
