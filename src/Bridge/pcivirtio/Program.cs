@@ -17,6 +17,7 @@ const string Usage = """
       --tap NAME         TAP interface to create or attach to (default: the kernel names one)
       --mtu N            MTU of the TAP and in the device's config space
       --no-mrg           do not offer mergeable receive buffers
+      --poll             busy-poll the rings (one core spins) instead of waiting for kicks
       --duration S       stop after S seconds (default: on SIGINT/SIGTERM)
       --stats S          print counters every S seconds (default 1, 0: never)
       --verbose          debug logging

@@ -51,6 +51,7 @@ public sealed unsafe class EpollEventLoop : IDisposable
     private readonly EventFd _wake;
     private readonly ConcurrentQueue<Action> _posted = new();
     private readonly int _maxEvents;
+    private Func<bool>[] _pollers = [];
     private EventRegistration?[] _slots = new EventRegistration?[16];
     private int[] _freeSlots = new int[16];
     private int _freeCount;
@@ -226,6 +227,25 @@ public sealed unsafe class EpollEventLoop : IDisposable
         }
     }
 
+    /// <summary>
+    /// Adds a poller: while any is registered the loop busy-polls, calling every poller once
+    /// per turn and never blocking in epoll_wait (the thread spins on its core, as a DPDK
+    /// lcore does; fd events and posted work are still served each turn). A poller returns
+    /// whether it found work. Dispose the result to remove it.
+    /// </summary>
+    public IDisposable AddPoller(Func<bool> poller)
+    {
+        ArgumentNullException.ThrowIfNull(poller);
+        lock (_gate)
+        {
+            ThrowIfStopping();
+            _pollers = [.. _pollers, poller];
+        }
+
+        _wake.Signal(); // a loop blocked in epoll_wait starts polling now
+        return new PollerRegistration(this, poller);
+    }
+
     /// <summary>Runs the loop on the calling thread until <see cref="Stop()"/>; rethrows what
     /// stopped it otherwise.</summary>
     /// <exception cref="InvalidOperationException">The loop already runs.</exception>
@@ -355,6 +375,18 @@ public sealed unsafe class EpollEventLoop : IDisposable
         registration.Handle.DangerousRelease();
     }
 
+    private void RemovePoller(Func<bool> poller)
+    {
+        lock (_gate)
+        {
+            int i = Array.IndexOf(_pollers, poller);
+            if (i >= 0)
+            {
+                _pollers = [.. _pollers[..i], .. _pollers[(i + 1)..]];
+            }
+        }
+    }
+
     private static int Remaining(long deadline) =>
         deadline == long.MaxValue ? Timeout.Infinite : (int)Math.Clamp(deadline - Environment.TickCount64, 0, int.MaxValue);
 
@@ -387,7 +419,13 @@ public sealed unsafe class EpollEventLoop : IDisposable
             epoll_event* events = stackalloc epoll_event[_maxEvents];
             while (!_stopRequested)
             {
-                int n = Epoll.Wait(_epfd, events, _maxEvents, Timeout.Infinite, Name);
+                var pollers = Volatile.Read(ref _pollers);
+                foreach (var poll in pollers)
+                {
+                    poll();
+                }
+
+                int n = Epoll.Wait(_epfd, events, _maxEvents, pollers.Length == 0 ? Timeout.Infinite : 0, Name);
                 Volatile.Write(ref _waits, _waits + 1);
                 bool wake = false;
                 for (int i = 0; i < n && !_stopRequested; i++)
@@ -550,4 +588,9 @@ public sealed unsafe class EpollEventLoop : IDisposable
     }
 
     private void FreeSlot(int slot) => _freeSlots[_freeCount++] = slot;
+
+    private sealed class PollerRegistration(EpollEventLoop loop, Func<bool> poller) : IDisposable
+    {
+        public void Dispose() => loop.RemovePoller(poller);
+    }
 }

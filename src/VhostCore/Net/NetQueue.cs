@@ -15,7 +15,9 @@ public abstract class NetQueue
     private readonly IDataPlaneEvents _events;
     private readonly Action _onKick;
     private readonly Action _serve;
+    private readonly Func<bool> _poll;
     private IDisposable? _kickWatch;
+    private IDisposable? _poller;
     private SafeHandle? _call;
 
     private protected NetQueue(string name, IDataPlaneEvents events, ILogger? logger)
@@ -26,6 +28,7 @@ public abstract class NetQueue
         Ring = new SplitQueueDevice<RamAccessor>(name, ChainErrorPolicy.BreakQueue, logger);
         _onKick = OnKickCore;
         _serve = OnKick;
+        _poll = Poll;
     }
 
     public string Name { get; }
@@ -39,6 +42,9 @@ public abstract class NetQueue
     private protected ILogger? Logger { get; }
 
     private protected IDataPlaneEvents Events => _events;
+
+    /// <summary>Busy-polling: no kicks are asked for, a poller serves the ring.</summary>
+    private protected bool Polling => _events.Polling;
 
     /// <summary>Features the driver negotiated (ring and net bits).</summary>
     private protected ulong Features { get; private set; }
@@ -58,6 +64,12 @@ public abstract class NetQueue
         // A NOFD kick means the frontend expects us to poll; we serve what is there on start
         // and whenever the peer side wakes us.
         _kickWatch = kick is null ? null : _events.WatchKick(kick, _onKick);
+        if (_events.Polling)
+        {
+            Ring.DisableNotifications();
+            _poller = _events.AddPoller(_poll);
+        }
+
         _events.Defer(_serve);
         return true;
     }
@@ -68,6 +80,8 @@ public abstract class NetQueue
     {
         _kickWatch?.Dispose();
         _kickWatch = null;
+        _poller?.Dispose();
+        _poller = null;
         ReleaseHeld();
         var state = Ring.Stop();
         _call = null;
@@ -101,6 +115,9 @@ public abstract class NetQueue
     private protected abstract void OnStarted();
 
     private protected abstract void OnKick();
+
+    /// <summary>One look at the ring when polling; true when there was work.</summary>
+    private protected virtual bool Poll() => false;
 
     /// <summary>Gives popped but unused chains back to the ring.</summary>
     private protected abstract void ReleaseHeld();

@@ -31,6 +31,7 @@ public sealed class NetRxQueue : NetQueue
     private int _heldStart;
     private int _heldCount;
     private int _guestHeader;
+    private bool _waiting;
     private VirtioNetFeatures _netFeatures;
 
     /// <param name="spaceAvailable">Called with the pair index when buffers arrive after a
@@ -120,6 +121,7 @@ public sealed class NetRxQueue : NetQueue
         _netFeatures = (VirtioNetFeatures)Features;
         _heldStart = 0;
         _heldCount = 0;
+        _waiting = false;
     }
 
     private protected override void OnKick()
@@ -142,8 +144,23 @@ public sealed class NetRxQueue : NetQueue
         _heldCount = 0;
     }
 
+    private protected override bool Poll()
+    {
+        // A backend met an empty ring: tell it when buffers are there (what the kick does
+        // when not polling).
+        if (_waiting && Ring.IsRunning && (_heldCount > 0 || Ring.AvailPending() > 0))
+        {
+            _waiting = false;
+            _spaceAvailable(_pair);
+            return true;
+        }
+
+        return false;
+    }
+
     private ReceiveResult NoBuffers()
     {
+        _waiting = true;
         Stats.FullField++;
         return ReceiveResult.NoBuffers;
     }
@@ -192,7 +209,7 @@ public sealed class NetRxQueue : NetQueue
         var chains = _chains.AsSpan(_heldCount);
         var segments = _segments.AsSpan(segEnd);
         int n = Ring.PopAvail(chains, segments);
-        if (n == 0 && Ring.IsRunning && Ring.EnableNotifications())
+        if (n == 0 && Ring.IsRunning && !Polling && Ring.EnableNotifications())
         {
             n = Ring.PopAvail(chains, segments);
         }
@@ -203,7 +220,10 @@ public sealed class NetRxQueue : NetQueue
         }
 
         // The driver is refilling: no kicks needed until we run dry again.
-        Ring.DisableNotifications();
+        if (!Polling)
+        {
+            Ring.DisableNotifications();
+        }
         for (int i = 0; i < n; i++)
         {
             ref var chain = ref chains[i];

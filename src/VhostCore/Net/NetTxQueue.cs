@@ -84,6 +84,18 @@ public sealed unsafe class NetTxQueue : NetQueue
         _count = 0;
     }
 
+    private protected override bool Poll()
+    {
+        if (_blocked || !Ring.IsRunning)
+        {
+            return false;
+        }
+
+        long before = Stats.PacketsField + Stats.DropsField;
+        Process();
+        return Stats.PacketsField + Stats.DropsField != before;
+    }
+
     private void Schedule()
     {
         if (!_scheduled)
@@ -154,11 +166,16 @@ public sealed unsafe class NetTxQueue : NetQueue
             Publish();
             if (handled >= Budget)
             {
-                Schedule();
+                // Polling comes back by itself; otherwise yield to the other queues.
+                if (!Polling)
+                {
+                    Schedule();
+                }
+
                 return;
             }
 
-            if (!ring.EnableNotifications())
+            if (Polling || !ring.EnableNotifications())
             {
                 return;
             }

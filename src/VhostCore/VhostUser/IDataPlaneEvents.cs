@@ -20,4 +20,12 @@ public interface IDataPlaneEvents
     /// <summary>Runs <paramref name="action"/> on the data-plane thread after the events
     /// already pending: a queue that used up its budget yields this way.</summary>
     void Defer(Action action);
+
+    /// <summary>True when the data plane busy-polls: queues register pollers and leave the
+    /// driver's notifications off, as a DPDK lcore does.</summary>
+    bool Polling { get; }
+
+    /// <summary>Calls <paramref name="poll"/> on every turn of the polling thread (only when
+    /// <see cref="Polling"/>); it returns whether it found work. Dispose to stop.</summary>
+    IDisposable AddPoller(Func<bool> poll);
 }

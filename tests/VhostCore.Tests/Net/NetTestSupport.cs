@@ -32,6 +32,29 @@ public sealed class ManualEvents : IDataPlaneEvents
 
     public void Defer(Action action) => _deferred.Enqueue(action);
 
+    public bool Polling { get; init; }
+
+    public List<Func<bool>> Pollers { get; } = [];
+
+    public IDisposable AddPoller(Func<bool> poll)
+    {
+        Pollers.Add(poll);
+        return new Unwatch(() => Pollers.Remove(poll));
+    }
+
+    /// <summary>One turn of every poller, then deferred work.</summary>
+    public bool PollOnce()
+    {
+        bool any = false;
+        foreach (var p in Pollers.ToArray())
+        {
+            any |= p();
+        }
+
+        Pump();
+        return any;
+    }
+
     public int Signals(SafeHandle call) => _signals.GetValueOrDefault(call.DangerousGetHandle());
 
     public bool IsWatched(SafeHandle kick) => _kicks.ContainsKey(kick.DangerousGetHandle());

@@ -130,3 +130,43 @@ public sealed class PortToPortSwitchTests : IDisposable
 
     private long LastAllocated { get; set; }
 }
+
+public sealed class PollingSwitchTests
+{
+    [Fact]
+    public void Polling_devices_forward_without_kicks_and_ask_the_drivers_not_to_kick()
+    {
+        const ulong features = (ulong)VirtioFeatures.Version1 | (ulong)VirtioNetFeatures.MrgRxbuf; // flag-based suppression
+        var events = new ManualEvents { Polling = true };
+        var sw = new PortToPortSwitch();
+        using var a = new TestNetGuest(new VhostUserNetDevice("a", new NetDeviceOptions(), sw.Left, events), events, features);
+        using var b = new TestNetGuest(new VhostUserNetDevice("b", new NetDeviceOptions(), sw.Right, events), events, features);
+        a.StartAll();
+        b.StartAll();
+        Assert.Equal(6, events.Pollers.Count); // rx, tx, ctrl of each device
+
+        // b has no buffers yet: a's frames wait; polling notices b's buffers when they come.
+        for (int i = 0; i < 10; i++)
+        {
+            a.AddTx(0, TestFrames.Packet(80, i));
+        }
+
+        Assert.False(a.Drivers[TestNetGuest.Tx(0)].NeedsKick());
+        events.PollOnce();
+        Assert.Empty(b.ReapRx(0));
+        b.PostRx(0, 16, 2048);
+        Assert.False(b.Drivers[TestNetGuest.Rx(0)].NeedsKick());
+        for (int turn = 0; turn < 5; turn++)
+        {
+            events.PollOnce();
+        }
+
+        var got = b.ReapRx(0);
+        Assert.Equal(10, got.Count);
+        Assert.Equal(Enumerable.Range(0, 10), got.Select(f => BinaryPrimitives.ReadInt32LittleEndian(f.AsSpan(12 + 14))));
+        Assert.Equal(0, a.Device.Pairs[0].Tx.Stats.Kicks);
+
+        a.Device.StopQueue(TestNetGuest.Tx(0));
+        Assert.Equal(5, events.Pollers.Count);
+    }
+}

@@ -28,6 +28,10 @@ public sealed record ServeOptions
 
     public bool Verbose { get; init; }
 
+    /// <summary>Busy-poll the rings on the data-plane thread (lowest latency, one core
+    /// spinning) instead of waiting for kicks.</summary>
+    public bool Poll { get; init; }
+
     /// <summary>Two sockets: the devices are joined by the port-to-port switch.</summary>
     public bool IsSwitch => Sockets.Count == 2;
 
@@ -36,7 +40,7 @@ public sealed record ServeOptions
         options = new ServeOptions();
         error = null;
         var sockets = new List<string>();
-        bool client = false, mergeable = true, verbose = false;
+        bool client = false, mergeable = true, verbose = false, poll = false;
         int pairs = 1;
         int? mtu = null;
         string? tap = null;
@@ -71,6 +75,9 @@ public sealed record ServeOptions
                     break;
                 case "--verbose":
                     verbose = true;
+                    break;
+                case "--poll":
+                    poll = true;
                     break;
                 case "--queues":
                     if (!int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out pairs) || pairs is < 1 or > 64)
@@ -137,7 +144,7 @@ public sealed record ServeOptions
         options = new ServeOptions
         {
             Sockets = sockets, Client = client, QueuePairs = pairs, Tap = tap, Mtu = mtu, Mergeable = mergeable,
-            Duration = duration, StatsInterval = stats, Verbose = verbose,
+            Duration = duration, StatsInterval = stats, Verbose = verbose, Poll = poll,
         };
         return true;
     }

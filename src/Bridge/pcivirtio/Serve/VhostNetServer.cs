@@ -115,7 +115,7 @@ public sealed class VhostNetServer : IDisposable
 
     private void Build(ServeOptions options, ILoggerFactory? loggers)
     {
-        var events = new EpollDataPlaneEvents(_loop);
+        var events = new EpollDataPlaneEvents(_loop, options.Poll);
         var deviceOptions = new NetDeviceOptions { QueuePairs = options.QueuePairs, MergeableRxBuffers = options.Mergeable };
         if (options.IsSwitch)
         {
