@@ -145,6 +145,11 @@ public sealed partial class GuestVm : IDisposable, IAsyncDisposable
         }
 
         Add("-cpu", "max", "-m", $"{options.MemoryMiB}M", "-nographic", "-no-reboot", "-nic", "none", "-vga", "none");
+        if (options.Cpus > 1)
+        {
+            Add("-smp", options.Cpus.ToString(CultureInfo.InvariantCulture));
+        }
+
         Add("-kernel", environment.Kernel, "-initrd", options.Initramfs);
         if (options.IvshmemSocket is not null)
         {

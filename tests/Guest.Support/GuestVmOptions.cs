@@ -13,6 +13,9 @@ public sealed record GuestVmOptions
 
     public int MemoryMiB { get; init; } = 256;
 
+    /// <summary>Virtual CPUs (<c>-smp</c> when more than one). Under TCG each is a host thread.</summary>
+    public int Cpus { get; init; } = 1;
+
     /// <summary>An emulated intel-iommu (<c>-device intel-iommu</c>, <c>intel_iommu=on</c>): what
     /// vfio-pci needs in the guest.</summary>
     public bool Iommu { get; init; }

@@ -1,8 +1,8 @@
 #!/bin/busybox sh
 # PID 1 of the test guests (installed as /init by make-initramfs.sh): mounts the kernel
-# filesystems, loads the kernel modules listed in /etc/modules.load (the vfio-pci set that
-# prepare.sh kept), runs the test's script /test.sh with the serial console as its stdin,
-# stdout and stderr, and powers the guest off when it returns (or when pcivirtio.deadline=
+# filesystems, loads the kernel modules listed in /etc/modules.load (the vfio-pci and virtio-net
+# sets that prepare.sh kept), runs the test's script /test.sh with the serial console as its
+# stdin, stdout and stderr, and powers the guest off when it returns (or when pcivirtio.deadline=
 # seconds from the kernel command line have passed).
 # Lines for the host start with "PCIVIRTIO-GUEST: " (see tests/Guest.Support/GuestMarkers.cs).
 /bin/busybox mount -t proc proc /proc

@@ -5,20 +5,29 @@
 #   - the Debian guest kernel: the package `apt-cache depends linux-image-amd64` names, fetched
 #     with `apt-get download` and unpacked with `dpkg -x` (never installed), from which the cache
 #     keeps vmlinuz, an uncompressed vmlinux (PVH boot, ~2 s instead of ~5.5 s under TCG) and the
-#     modules vfio-pci needs plus everything they depend on.
+#     modules the two kinds of test guest need plus everything they depend on: vfio-pci (the VFIO
+#     guests) and virtio_pci + virtio_net (the guests whose NIC is a vhost-user virtio-net device).
+#     In Debian's kernel virtio, virtio_ring, virtio_pci_modern_dev, virtio_pci_legacy_dev,
+#     virtio_pci, failover, net_failover and virtio_net are all modules (=m). A cache prepared
+#     earlier with fewer modules is prepared again (the kernel package is fetched once more).
 # Cache: ${PCIVIRTIO_GUEST_CACHE:-/var/tmp/pcivirtio-guest}. The result is described by
 # $CACHE/guest.env (shell variables, also read by tests/Guest.Support):
 #   KERNEL_PACKAGE, KERNEL_VERSION, VMLINUZ, VMLINUX (empty when not extracted),
 #   MODULES_ROOT (holds lib/modules/$KERNEL_VERSION with a modules.dep for busybox modprobe),
 #   MODULES_LOAD (the kept modules' paths relative to MODULES_ROOT, in load order).
 # Options (environment):
-#   PCIVIRTIO_GUEST_MODULES   modules to keep (default: the vfio-pci set below); dependencies are added.
+#   PCIVIRTIO_GUEST_MODULES   modules to keep (default: the vfio-pci and virtio-net sets below);
+#                             dependencies are added.
 #   PCIVIRTIO_GUEST_KERNEL_PKG  a kernel package name instead of the one linux-image-amd64 depends on.
 # Prints what it did; exits non-zero with the reason when it cannot prepare the guest.
 set -euo pipefail
 
 CACHE="${PCIVIRTIO_GUEST_CACHE:-/var/tmp/pcivirtio-guest}"
-MODULES="${PCIVIRTIO_GUEST_MODULES:-irqbypass vfio vfio_iommu_type1 vfio-pci-core vfio-pci}"
+VFIO_MODULES="irqbypass vfio vfio_iommu_type1 vfio-pci-core vfio-pci"
+# virtio_pci brings virtio, virtio_ring and the modern/legacy transport libraries; virtio_net brings
+# net_failover and failover (all through their depends=).
+VIRTIO_NET_MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
+MODULES="${PCIVIRTIO_GUEST_MODULES:-$VFIO_MODULES $VIRTIO_NET_MODULES}"
 APT_PACKAGES=(qemu-system-x86 qemu-utils busybox-static cpio xz-utils)
 
 log() { echo "prepare.sh [${SECONDS}s]: $*"; }
