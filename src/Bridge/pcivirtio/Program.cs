@@ -18,6 +18,9 @@ const string Usage = """
       --mtu N            MTU of the TAP and in the device's config space
       --no-mrg           do not offer mergeable receive buffers
       --poll             busy-poll the rings (one core spins) instead of waiting for kicks
+      --sink             no TAP: discard what the guest sends (for measurements)
+      --source           no TAP: also fill the guest's receive queue with frames
+      --frame-size B     frame size of --source (default 64)
       --duration S       stop after S seconds (default: on SIGINT/SIGTERM)
       --stats S          print counters every S seconds (default 1, 0: never)
       --verbose          debug logging

@@ -33,7 +33,9 @@ public static class ServeCommand
             using var stop = new ManualResetEventSlim();
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
-            string what = server.Tap is { } tap ? $"bridged to TAP {tap.Name}" : "joined port to port";
+            string what = server.Tap is { } tap ? $"bridged to TAP {tap.Name}"
+                : server.Traffic is { } t ? $"{t.Mode.ToString().ToLowerInvariant()} of {options.FrameSize}-byte frames"
+                : "joined port to port";
             output.WriteLine($"serving {string.Join(", ", options.Sockets)} ({(options.Client ? "client" : "server")} mode, {options.QueuePairs} queue pair(s), {what})");
             output.Flush();
             var started = DateTime.UtcNow;
@@ -65,6 +67,11 @@ public static class ServeCommand
             foreach (var c in server.Counters())
             {
                 output.WriteLine($"{c.Device}: {c.TxPackets} frames ({c.TxBytes} bytes) from the guest, {c.RxPackets} frames ({c.RxBytes} bytes) to the guest, {c.Drops} dropped");
+            }
+
+            foreach (var line in server.QueueReport())
+            {
+                output.WriteLine(line);
             }
 
             return 0;

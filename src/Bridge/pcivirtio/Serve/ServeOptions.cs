@@ -32,6 +32,13 @@ public sealed record ServeOptions
     /// spinning) instead of waiting for kicks.</summary>
     public bool Poll { get; init; }
 
+    /// <summary>Instead of a TAP: discard the driver's frames (sink) or also feed it frames
+    /// (source), for measurements.</summary>
+    public TrafficMode? Traffic { get; init; }
+
+    /// <summary>Frame size of the source.</summary>
+    public int FrameSize { get; init; } = 64;
+
     /// <summary>Two sockets: the devices are joined by the port-to-port switch.</summary>
     public bool IsSwitch => Sockets.Count == 2;
 
@@ -41,6 +48,8 @@ public sealed record ServeOptions
         error = null;
         var sockets = new List<string>();
         bool client = false, mergeable = true, verbose = false, poll = false;
+        TrafficMode? traffic = null;
+        int frameSize = 64;
         int pairs = 1;
         int? mtu = null;
         string? tap = null;
@@ -78,6 +87,20 @@ public sealed record ServeOptions
                     break;
                 case "--poll":
                     poll = true;
+                    break;
+                case "--sink":
+                    traffic = TrafficMode.Sink;
+                    break;
+                case "--source":
+                    traffic = TrafficMode.Source;
+                    break;
+                case "--frame-size":
+                    if (!int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out frameSize) || frameSize is < 60 or > 65535)
+                    {
+                        error = "--frame-size needs a number of bytes, 60..65535";
+                        return false;
+                    }
+
                     break;
                 case "--queues":
                     if (!int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out pairs) || pairs is < 1 or > 64)
@@ -135,6 +158,12 @@ public sealed record ServeOptions
             return false;
         }
 
+        if (traffic is not null && (sockets.Count != 1 || tap is not null))
+        {
+            error = "--sink/--source go with one --socket and no --tap";
+            return false;
+        }
+
         if (sockets.Count == 2 && tap is not null)
         {
             error = "--tap goes with one --socket; two sockets are joined to each other";
@@ -144,7 +173,7 @@ public sealed record ServeOptions
         options = new ServeOptions
         {
             Sockets = sockets, Client = client, QueuePairs = pairs, Tap = tap, Mtu = mtu, Mergeable = mergeable,
-            Duration = duration, StatsInterval = stats, Verbose = verbose, Poll = poll,
+            Duration = duration, StatsInterval = stats, Verbose = verbose, Poll = poll, Traffic = traffic, FrameSize = frameSize,
         };
         return true;
     }

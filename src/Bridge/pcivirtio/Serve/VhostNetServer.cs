@@ -35,6 +35,9 @@ public sealed class VhostNetServer : IDisposable
 
     public PortToPortSwitch? Switch { get; private set; }
 
+    /// <summary>The sink or source when measuring.</summary>
+    public TrafficBackend? Traffic { get; private set; }
+
     public EpollEventLoop Loop => _loop;
 
     public static VhostNetServer Start(ServeOptions options, ILoggerFactory? loggers = null)
@@ -100,6 +103,25 @@ public sealed class VhostNetServer : IDisposable
         return (IReadOnlyList<NetDeviceCounters>)list;
     });
 
+    /// <summary>One line per queue: frames, kicks, interrupts, stalls, drops.</summary>
+    public IReadOnlyList<string> QueueReport() => Invoke(() =>
+    {
+        var lines = new List<string>();
+        foreach (var d in _devices)
+        {
+            foreach (var p in d.Pairs)
+            {
+                foreach (var q in new NetQueue[] { p.Rx, p.Tx })
+                {
+                    var s = q.Stats;
+                    lines.Add($"  {q.Name}: {s.Packets} frames, {s.Kicks} kicks, {s.Interrupts} interrupts, {s.Stalls} stalls, {s.Drops} drops");
+                }
+            }
+        }
+
+        return (IReadOnlyList<string>)lines;
+    });
+
     public void Dispose()
     {
         foreach (var b in _backends)
@@ -122,6 +144,13 @@ public sealed class VhostNetServer : IDisposable
             Switch = new PortToPortSwitch();
             AddDevice(options, 0, Switch.Left, events, deviceOptions, loggers);
             AddDevice(options, 1, Switch.Right, events, deviceOptions, loggers);
+            return;
+        }
+
+        if (options.Traffic is { } mode)
+        {
+            Traffic = new TrafficBackend(mode, options.FrameSize, events);
+            AddDevice(options, 0, Traffic, events, deviceOptions, loggers);
             return;
         }
 
