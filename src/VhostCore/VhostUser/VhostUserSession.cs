@@ -32,6 +32,7 @@ public sealed class VhostUserSession : IDisposable
     private Generation _current;
     private bool _disposed;
     private byte _status;
+    private bool _featuresSet;
 
     public VhostUserSession(string name, IVhostUserDevice device, IRegionMapper mapper, ILogger? logger = null)
     {
@@ -187,7 +188,7 @@ public sealed class VhostUserSession : IDisposable
         VhostUserRequest.VHOST_USER_GET_PROTOCOL_FEATURES => new(0, 0, 0, true, NeedsOffered: true),
         VhostUserRequest.VHOST_USER_SET_PROTOCOL_FEATURES => new(0, 8, 8, false, NeedsOffered: true),
         VhostUserRequest.VHOST_USER_GET_QUEUE_NUM => new(0, 0, 0, true, VhostUserProtocolFeatures.Mq),
-        VhostUserRequest.VHOST_USER_SET_VRING_ENABLE => new(0, VringState.Size, VringState.Size, false, NeedsAcked: true),
+        VhostUserRequest.VHOST_USER_SET_VRING_ENABLE => new(0, VringState.Size, VringState.Size, false, NeedsOffered: true, NeedsAcked: true),
         VhostUserRequest.VHOST_USER_SEND_RARP => new(0, 8, 8, false, VhostUserProtocolFeatures.Rarp),
         VhostUserRequest.VHOST_USER_NET_SET_MTU => new(0, 8, 8, false, VhostUserProtocolFeatures.NetMtu),
         VhostUserRequest.VHOST_USER_GET_CONFIG => new(0, VhostUserConfig.HeaderSize, VhostUserConfig.HeaderSize + VhostUserConstants.MaxConfigSize, true,
@@ -251,7 +252,9 @@ public sealed class VhostUserSession : IDisposable
             return "VHOST_USER_F_PROTOCOL_FEATURES is not offered by this device";
         }
 
-        if (s.NeedsAcked && !ProtocolFeaturesAcked)
+        // QEMU enables and disables rings (virtio_net_set_queue_pairs) as soon as it has read
+        // GET_FEATURES, before its SET_FEATURES: only a SET_FEATURES without the bit rules it out.
+        if (s.NeedsAcked && _featuresSet && !ProtocolFeaturesAcked)
         {
             return "requires VHOST_USER_F_PROTOCOL_FEATURES to be negotiated (SET_FEATURES)";
         }
@@ -331,6 +334,7 @@ public sealed class VhostUserSession : IDisposable
         }
 
         AckedFeatures = features;
+        _featuresSet = true;
         _device.OnFeatures(features);
         return null;
     }
@@ -363,6 +367,7 @@ public sealed class VhostUserSession : IDisposable
         }
 
         AckedFeatures = 0;
+        _featuresSet = false;
         _status = 0;
         _device.Reset();
         return null;
