@@ -1,8 +1,16 @@
 using BenchmarkDotNet.Running;
+using PciVirtio.Benchmarks;
+
+// `vhost`: our vhost-user backend against DPDK's vhost PMD with one DPDK frontend (see VhostBenchmark).
+if (args.Length > 0 && args[0] == "vhost")
+{
+    return await VhostBenchmark.RunAsync(args[1..]);
+}
 
 // `--quick` is shorthand for `--job short` (see the comment at the top of SplitRingBenchmarks.cs).
 var effectiveArgs = args.Contains("--quick")
     ? [.. args.Where(a => a != "--quick"), "--job", "short"]
     : args;
 
-BenchmarkSwitcher.FromAssembly(typeof(PciVirtio.Benchmarks.SplitRingBenchmarks).Assembly).Run(effectiveArgs);
+BenchmarkSwitcher.FromAssembly(typeof(SplitRingBenchmarks).Assembly).Run(effectiveArgs);
+return 0;

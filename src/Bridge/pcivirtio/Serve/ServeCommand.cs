@@ -42,6 +42,7 @@ public static class ServeCommand
             var deadline = options.Duration is { } d ? started + d : DateTime.MaxValue;
             var interval = options.StatsInterval ?? TimeSpan.FromSeconds(1);
             var last = server.Counters();
+            long warmAllocated = -1, warmFrames = 0;
             while (!stop.IsSet && DateTime.UtcNow < deadline)
             {
                 var wait = deadline - DateTime.UtcNow;
@@ -52,6 +53,14 @@ public static class ServeCommand
                 }
 
                 var now = server.Counters();
+                long frames = Frames(now);
+                if (warmAllocated < 0 && frames > 0 && Frames(last) > 0)
+                {
+                    // Warm from the second interval with traffic on (JIT and first buffers done).
+                    warmAllocated = server.LoopAllocatedBytes();
+                    warmFrames = frames;
+                }
+
                 for (int i = 0; i < now.Count; i++)
                 {
                     var (n, p) = (now[i], last[i]);
@@ -69,12 +78,22 @@ public static class ServeCommand
                 output.WriteLine($"{c.Device}: {c.TxPackets} frames ({c.TxBytes} bytes) from the guest, {c.RxPackets} frames ({c.RxBytes} bytes) to the guest, {c.Drops} dropped");
             }
 
+            if (warmAllocated >= 0)
+            {
+                long bytes = server.LoopAllocatedBytes() - warmAllocated;
+                long frames = Frames(server.Counters()) - warmFrames;
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"allocated after warm-up: {(frames > 0 ? (double)bytes / frames : 0):0.000} B/frame ({bytes} bytes on the data-plane thread, counter snapshots included, over {frames} frames)"));
+            }
+
             foreach (var line in server.QueueReport())
             {
                 output.WriteLine(line);
             }
 
             return 0;
+
+            static long Frames(IReadOnlyList<NetDeviceCounters> counters) => counters.Sum(c => c.TxPackets + c.RxPackets);
 
             void Stop(PosixSignalContext context)
             {

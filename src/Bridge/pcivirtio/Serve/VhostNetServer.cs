@@ -103,6 +103,9 @@ public sealed class VhostNetServer : IDisposable
         return (IReadOnlyList<NetDeviceCounters>)list;
     });
 
+    /// <summary>Managed bytes the loop thread (the whole data path) has allocated so far.</summary>
+    public long LoopAllocatedBytes() => Invoke(GC.GetAllocatedBytesForCurrentThread);
+
     /// <summary>One line per queue: frames, kicks, interrupts, stalls, drops.</summary>
     public IReadOnlyList<string> QueueReport() => Invoke(() =>
     {
