@@ -51,6 +51,7 @@ public sealed unsafe class EpollEventLoop : IDisposable
     private readonly EventFd _wake;
     private readonly ConcurrentQueue<Action> _posted = new();
     private readonly int _maxEvents;
+    private const int BusyTurnsPerWait = 16;
     private Func<bool>[] _pollers = [];
     private EventRegistration?[] _slots = new EventRegistration?[16];
     private int[] _freeSlots = new int[16];
@@ -417,12 +418,26 @@ public sealed unsafe class EpollEventLoop : IDisposable
         try
         {
             epoll_event* events = stackalloc epoll_event[_maxEvents];
+            int busyTurns = 0;
             while (!_stopRequested)
             {
                 var pollers = Volatile.Read(ref _pollers);
-                foreach (var poll in pollers)
+                if (pollers.Length > 0)
                 {
-                    poll();
+                    bool work = false;
+                    foreach (var poll in pollers)
+                    {
+                        work |= poll();
+                    }
+
+                    // While the pollers find work, look at the fds only every few turns: an
+                    // epoll_wait costs a system call, as much as a burst of frames.
+                    if (work && ++busyTurns < BusyTurnsPerWait)
+                    {
+                        continue;
+                    }
+
+                    busyTurns = 0;
                 }
 
                 int n = Epoll.Wait(_epfd, events, _maxEvents, pollers.Length == 0 ? Timeout.Infinite : 0, Name);
