@@ -73,6 +73,25 @@ public sealed class VhostUserSessionTests
     }
 
     [Fact]
+    public void Ring_enable_before_set_features_is_accepted_as_qemu_sends_it()
+    {
+        // QEMU's virtio-net enables and disables queue pairs as soon as it has read
+        // GET_FEATURES (before its own SET_FEATURES); the enabled state then holds.
+        using var g = new Guest("vu-early-enable");
+        var device = new TestVhostDevice();
+        using var session = new VhostUserSession("early", device, SharedMemoryRegionMapper.Instance);
+        var f = new TestFrontend(session);
+        Assert.Equal(TestVhostDevice.Offered, f.Get(VhostUserRequest.VHOST_USER_GET_FEATURES));
+        Assert.True(f.SendU64(VhostUserRequest.VHOST_USER_SET_PROTOCOL_FEATURES, (ulong)VhostUserSession.SupportedProtocolFeatures));
+        Assert.True(f.SendState(VhostUserRequest.VHOST_USER_SET_VRING_ENABLE, 0, 1), session.FailureReason);
+        Assert.True(f.SendU64(VhostUserRequest.VHOST_USER_SET_FEATURES, TestVhostDevice.Offered));
+        Assert.True(f.SendMemTable([g.Region], [Fds.Dup(g.MemFd)]), session.FailureReason);
+        SetUpRing(f, g, 0);
+        Assert.True(session.IsQueueRunning(0));
+        Assert.False(session.IsFailed);
+    }
+
+    [Fact]
     public void Qemu_like_negotiation_starts_a_queue_that_carries_driver_buffers()
     {
         using var g = new Guest("vu-full");
