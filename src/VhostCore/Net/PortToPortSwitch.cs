@@ -67,6 +67,10 @@ public sealed class PortToPortSwitch
             {
                 _attached--;
             }
+
+            // A sender on the other side that waited for this pair's buffers would wait for
+            // ever: let it go on (to another pair of ours, or dropped when none is left).
+            ResumePeerSenders();
         }
 
         public SendResult Send(int pair, ReadOnlySpan<IoSegment> frame, int length)
@@ -104,14 +108,19 @@ public sealed class PortToPortSwitch
         public void ReceiveSpaceAvailable(int pair)
         {
             // Our driver posted buffers: every sender on the other side that waited may go on.
-            for (int i = 0; i < Peer._attached; i++)
-            {
-                Peer._ports[i]?.ResumeTransmit();
-            }
+            ResumePeerSenders();
         }
 
         public void FeaturesNegotiated(VirtioNetFeatures features)
         {
+        }
+
+        private void ResumePeerSenders()
+        {
+            for (int i = 0; i < Peer._attached; i++)
+            {
+                Peer._ports[i]?.ResumeTransmit();
+            }
         }
 
         private INetPort? PortFor(int pair, out int index)

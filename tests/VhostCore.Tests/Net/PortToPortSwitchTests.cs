@@ -99,6 +99,36 @@ public sealed class PortToPortSwitchTests : IDisposable
     }
 
     [Fact]
+    public void A_sender_held_back_by_a_peer_that_goes_away_goes_on_and_drops()
+    {
+        _b.PostRx(0, 4, 2048);
+        _b.Kick(TestNetGuest.Rx(0));
+        for (int i = 0; i < 20; i++)
+        {
+            _a.AddTx(0, TestFrames.Packet(500, i));
+        }
+
+        _a.Kick(TestNetGuest.Tx(0));
+        Assert.Equal(4, _b.ReapRx(0).Count);
+        Assert.Equal(16, _a.Device.Pairs[0].Tx.HeldChains);
+
+        // B's frontend dies (its session stops both queues): A's transmit queue must not wait
+        // for buffers that will never come; it goes on, and the switch drops for the absent peer.
+        _b.Device.StopQueue(TestNetGuest.Rx(0));
+        _b.Device.StopQueue(TestNetGuest.Tx(0));
+        _a.Events.Pump();
+        Assert.Equal(0, _a.Device.Pairs[0].Tx.HeldChains);
+        Assert.Equal(16, _switch.Left.Dropped);
+        Assert.Equal(20, _a.ReapTx(0));
+
+        // Later frames are dropped at once, without a resume.
+        _a.AddTx(0, TestFrames.Packet(100, 20));
+        _a.Kick(TestNetGuest.Tx(0));
+        Assert.Equal(17, _switch.Left.Dropped);
+        Assert.Equal(1, _a.ReapTx(0));
+    }
+
+    [Fact]
     public void Forwarding_in_steady_state_allocates_nothing()
     {
         // Warm up every path first (JIT, first batch), then measure a long run.
