@@ -512,6 +512,20 @@ public sealed partial class Testpmd : IAsyncDisposable
             throw new TestpmdException($"{Name}: testpmd (pid {Pid}) did not exit after SIGKILL");
         }
 
+        // Process.Dispose leaves streams that were used open until they are collected: close
+        // the pipes now, so a test counting descriptors sees none of ours.
+        try
+        {
+            await _stdoutReader.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is TimeoutException or IOException or ObjectDisposedException)
+        {
+            // the reader ends with the pipe anyway
+        }
+
+        _process.StandardInput.Dispose();
+        _process.StandardOutput.Dispose();
+        _process.StandardError.Dispose();
         _process.Dispose();
         _commandGate.Dispose();
     }
