@@ -1,0 +1,33 @@
+namespace PciVirtio.Bridge.Link;
+
+/// <summary>How one end of a link is run.</summary>
+public sealed record LinkOptions
+{
+    /// <summary>What this end offers (the window size is filled in from the hardware).</summary>
+    public LinkParameters Offer { get; init; } = new();
+
+    /// <summary>Handshake retry, heartbeat and link-state check period.</summary>
+    public TimeSpan Tick { get; init; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>A peer whose heartbeat has not moved for this long is gone (link down).</summary>
+    public TimeSpan PeerTimeout { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Name in logs.</summary>
+    public string Name { get; init; } = "link";
+}
+
+/// <summary>Where a link end is in its life.</summary>
+public enum LinkState
+{
+    /// <summary>No link, or waiting for the hardware link.</summary>
+    Down,
+
+    /// <summary>Our offer is in the peer's scratchpads; waiting for the peer's.</summary>
+    Offered,
+
+    /// <summary>Agreed and our rings are set up; waiting for the peer to be ready.</summary>
+    Ready,
+
+    /// <summary>Both sides ready: frames flow.</summary>
+    Up,
+}

@@ -1,0 +1,152 @@
+namespace PciVirtio.Bridge.Link;
+
+/// <summary>Link features (scratchpad <see cref="LinkScratchpad.Features"/>).</summary>
+[Flags]
+public enum LinkFeatures : uint
+{
+    None = 0,
+
+    /// <summary>Both rings use EVENT_IDX notification suppression.</summary>
+    EventIdx = 1 << 0,
+
+    /// <summary>Frames carry a 12-byte virtio_net_hdr (checksum and segmentation offloads cross).</summary>
+    VnetHeader = 1 << 1,
+
+    /// <summary>The writer polls: it needs no doorbells.</summary>
+    Polling = 1 << 2,
+}
+
+/// <summary>The scratchpads of the handshake (docs/link-protocol.md). Each side writes the
+/// peer's and reads its own.</summary>
+public static class LinkScratchpad
+{
+    public const int Version = 0;
+    public const int QueuePairs = 1;
+    public const int QueueSize = 2;
+    public const int BufferSize = 3;
+    public const int WindowLo = 4;
+    public const int WindowHi = 5;
+    public const int Features = 6;
+    public const int Mtu = 7;
+    public const int Epoch = 8;
+    public const int Ready = 9;
+
+    /// <summary>The epoch of the reader's offer that the writer agreed to.</summary>
+    public const int Ack = 10;
+
+    /// <summary>A counter the writer advances every tick: a peer whose counter stops is gone.</summary>
+    public const int Heartbeat = 11;
+
+    /// <summary>Scratchpads the protocol needs.</summary>
+    public const int Count = 12;
+
+    /// <summary>"PV" in the high half: a value without it is not a PciVirtio peer (or none yet).</summary>
+    public const uint Magic = 0x5056_0000;
+
+    /// <summary>The protocol version this code speaks.</summary>
+    public const ushort ProtocolVersion = 1;
+
+    public static uint VersionWord(ushort version) => Magic | version;
+
+    /// <summary>True when <paramref name="word"/> carries the magic; <paramref name="version"/> is then the peer's.</summary>
+    public static bool TryParseVersion(uint word, out ushort version)
+    {
+        version = (ushort)word;
+        return (word & 0xffff_0000) == Magic && version != 0;
+    }
+}
+
+/// <summary>
+/// What one side offers in the handshake, and (after <see cref="Agree"/>) what both use.
+/// </summary>
+public sealed record LinkParameters
+{
+    public const int MinQueueSize = 64;
+    public const int MaxQueueSize = 4096;
+    public const int MaxQueuePairs = 16;
+
+    public int QueuePairs { get; init; } = 1;
+
+    public int QueueSize { get; init; } = 256;
+
+    /// <summary>Bytes of receive-buffer space per queue slot: a frame takes as many
+    /// contiguous bytes of the receiver's buffer area as it is long, and the area holds
+    /// <see cref="QueueSize"/> × this many.</summary>
+    public int BufferSize { get; init; } = 4096;
+
+    /// <summary>Bytes of the inbound window the writer exposes.</summary>
+    public ulong WindowSize { get; init; }
+
+    public LinkFeatures Features { get; init; } = LinkFeatures.EventIdx | LinkFeatures.VnetHeader;
+
+    /// <summary>Largest packet (without the vnet header) the writer accepts.</summary>
+    public int Mtu { get; init; } = 65535;
+
+    public uint Epoch { get; init; }
+
+    /// <summary>Null when valid, else what is wrong (naming the value).</summary>
+    public string? Validate()
+    {
+        if (QueuePairs is < 1 or > MaxQueuePairs)
+        {
+            return $"queue pairs {QueuePairs} not in 1..{MaxQueuePairs}";
+        }
+
+        if (QueueSize is < MinQueueSize or > MaxQueueSize || (QueueSize & (QueueSize - 1)) != 0)
+        {
+            return $"queue size {QueueSize} is not a power of two in {MinQueueSize}..{MaxQueueSize}";
+        }
+
+        if (BufferSize < 256 || BufferSize % 64 != 0 || BufferSize > (1 << 20))
+        {
+            return $"buffer size {BufferSize} is not a multiple of 64 in 256..1 MiB";
+        }
+
+        if (Mtu is < 68 or > 65535)
+        {
+            return $"MTU {Mtu} not in 68..65535";
+        }
+
+        return null;
+    }
+
+    /// <summary>Writes the offer into the peer's scratchpads: everything, then the version last.</summary>
+    public void WriteTo(Action<int, uint> writePeer, ushort version = LinkScratchpad.ProtocolVersion)
+    {
+        writePeer(LinkScratchpad.Version, 0);
+        writePeer(LinkScratchpad.Ready, 0);
+        writePeer(LinkScratchpad.Ack, 0);
+        writePeer(LinkScratchpad.QueuePairs, (uint)QueuePairs);
+        writePeer(LinkScratchpad.QueueSize, (uint)QueueSize);
+        writePeer(LinkScratchpad.BufferSize, (uint)BufferSize);
+        writePeer(LinkScratchpad.WindowLo, (uint)WindowSize);
+        writePeer(LinkScratchpad.WindowHi, (uint)(WindowSize >> 32));
+        writePeer(LinkScratchpad.Features, (uint)Features);
+        writePeer(LinkScratchpad.Mtu, (uint)Mtu);
+        writePeer(LinkScratchpad.Epoch, Epoch);
+        writePeer(LinkScratchpad.Version, LinkScratchpad.VersionWord(version));
+    }
+
+    /// <summary>Reads the peer's offer from our own scratchpads (after its version word was seen).</summary>
+    public static LinkParameters ReadFrom(Func<int, uint> readLocal) => new()
+    {
+        QueuePairs = (int)Math.Min(readLocal(LinkScratchpad.QueuePairs), int.MaxValue),
+        QueueSize = (int)Math.Min(readLocal(LinkScratchpad.QueueSize), int.MaxValue),
+        BufferSize = (int)Math.Min(readLocal(LinkScratchpad.BufferSize), int.MaxValue),
+        WindowSize = readLocal(LinkScratchpad.WindowLo) | ((ulong)readLocal(LinkScratchpad.WindowHi) << 32),
+        Features = (LinkFeatures)readLocal(LinkScratchpad.Features),
+        Mtu = (int)Math.Min(readLocal(LinkScratchpad.Mtu), int.MaxValue),
+        Epoch = readLocal(LinkScratchpad.Epoch),
+    };
+
+    /// <summary>What both sides use: the smaller of each size, the features both offer.
+    /// Both sides compute the same result from the same two offers.</summary>
+    public static LinkParameters Agree(LinkParameters a, LinkParameters b) => new()
+    {
+        QueuePairs = Math.Min(a.QueuePairs, b.QueuePairs),
+        QueueSize = Math.Min(a.QueueSize, b.QueueSize),
+        BufferSize = Math.Min(a.BufferSize, b.BufferSize),
+        Mtu = Math.Min(a.Mtu, b.Mtu),
+        Features = a.Features & b.Features & (LinkFeatures.EventIdx | LinkFeatures.VnetHeader),
+    };
+}

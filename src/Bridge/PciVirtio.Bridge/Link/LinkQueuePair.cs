@@ -1,0 +1,308 @@
+using Microsoft.Extensions.Logging;
+using PciVirtio.Bridge.Hardware;
+using PciVirtio.VhostCore.Memory;
+using PciVirtio.VhostCore.Net;
+using PciVirtio.VhostCore.Ring;
+
+namespace PciVirtio.Bridge.Link;
+
+/// <summary>
+/// One queue pair of the link: our transmit ring, where we are the virtio driver (its
+/// descriptors, avail ring and the frames in the peer's window, its used ring in ours), and
+/// our receive ring, where we are the device (descriptors, avail ring and frames in our
+/// window, used ring in the peer's). Nothing on this path reads the peer's window. Towards
+/// the backend (the TAP) it is an <see cref="INetPort"/>: frames the backend delivers are
+/// sent across; frames that arrive are handed to the backend's Send.
+/// </summary>
+internal sealed class LinkQueuePair : INetPort
+{
+    private const int Batch = 32;
+    private readonly INtbHardware _hardware;
+    private readonly INetBackend _backend;
+    private readonly TransmitBufferRing _buffers;
+    private readonly LinkStats _stats;
+    private readonly GuestMemory<NtbMemoryAccessor> _txMemory;
+    private readonly QueueState _txState;
+    private readonly QueueState _rxState;
+    private readonly ulong _txBufferBase;
+    private readonly DescriptorChain[] _chains = new DescriptorChain[Batch];
+    private readonly IoSegment[] _segments = new IoSegment[1024];
+    private readonly UsedBuffer[] _used = new UsedBuffer[Batch];
+    private readonly GuestMemory<NtbMemoryAccessor> _rxMemory;
+    private int _next;
+    private int _count;
+    private bool _backendFull;
+    private bool _senderWaiting;
+    private bool _published = true;
+
+    public LinkQueuePair(int pair, INtbHardware hardware, LinkLayout layout, LinkParameters agreed, GuestMemory<NtbMemoryAccessor> txMemory,
+        GuestMemory<NtbMemoryAccessor> rxMemory, INetBackend backend, LinkStats stats, ILogger? logger)
+    {
+        PairIndex = pair;
+        _hardware = hardware;
+        _backend = backend;
+        _stats = stats;
+        _txMemory = txMemory;
+        _rxMemory = rxMemory;
+        var q = layout[pair];
+        var features = VirtioFeatures.Version1 | ((agreed.Features & LinkFeatures.EventIdx) != 0 ? VirtioFeatures.RingEventIdx : 0);
+
+        // Same offsets in both windows: the peer's window is at link address 0 for what we
+        // send (the receiver's memory), ours at SenderBase; for what we receive it is the other way.
+        _txState = new QueueState
+        {
+            Size = agreed.QueueSize, DescTable = q.RxDesc, AvailRing = q.RxAvail, UsedRing = LinkAddresses.SenderBase + q.TxUsed, Features = features,
+        };
+        _rxState = new QueueState
+        {
+            Size = agreed.QueueSize, DescTable = q.RxDesc, AvailRing = q.RxAvail, UsedRing = LinkAddresses.SenderBase + q.TxUsed, Features = features,
+        };
+        _txBufferBase = q.RxBuffers;
+        _buffers = new TransmitBufferRing(q.RxBufferBytes, agreed.QueueSize);
+        MaxFrame = (int)Math.Min((ulong)(VirtioNetHeader.Size + agreed.Mtu + 18), q.RxBufferBytes / 2);
+        Tx = new SplitQueueDriver<NtbMemoryAccessor>($"{hardware.Name}/tx{pair}", logger);
+        Rx = new SplitQueueDevice<NtbMemoryAccessor>($"{hardware.Name}/rx{pair}", ChainErrorPolicy.BreakQueue, logger);
+    }
+
+    public int PairIndex { get; }
+
+    public int MaxFrame { get; }
+
+    public SplitQueueDriver<NtbMemoryAccessor> Tx { get; }
+
+    public SplitQueueDevice<NtbMemoryAccessor> Rx { get; }
+
+    public bool IsBroken => Tx.IsBroken || Rx.IsBroken;
+
+    public string? BrokenReason => Tx.BrokenReason ?? Rx.BrokenReason;
+
+    private int KickBit => 2 * PairIndex;
+
+    private int UsedBit => (2 * PairIndex) + 1;
+
+    /// <summary>Starts both rings from index 0 (both windows were cleared in the handshake).</summary>
+    public bool Start()
+    {
+        _buffers.Reset();
+        _next = _count = 0;
+        _backendFull = _senderWaiting = false;
+        _published = true;
+        return Tx.Start(_txState, _txMemory) && Rx.Start(_rxState, _rxMemory);
+    }
+
+    /// <summary>Stops both rings; frames in flight are forgotten (never sent twice).</summary>
+    public void Stop()
+    {
+        Tx.Stop();
+        Rx.Stop();
+        _buffers.Reset();
+        _next = _count = 0;
+    }
+
+    // ---- sending (the backend delivers a frame to us) ----
+
+    public ReceiveResult Receive(ReadOnlySpan<IoSegment> frame, int length)
+    {
+        if (!Tx.IsRunning)
+        {
+            return ReceiveResult.NoBuffers;
+        }
+
+        if (length > MaxFrame || length < VirtioNetHeader.Size + 14)
+        {
+            _stats.TxDropped++;
+            return ReceiveResult.Dropped;
+        }
+
+        ulong offset = 0;
+        int slot = -1;
+        bool ok = Tx.FreeDescriptors > 0 && _buffers.TryAllocate((uint)length, out offset, out slot);
+        if (!ok)
+        {
+            Reclaim();
+            ok = Tx.FreeDescriptors > 0 && _buffers.TryAllocate((uint)length, out offset, out slot);
+        }
+
+        if (!ok)
+        {
+            // Full: publish what we have, ask the peer for a used doorbell, then re-check
+            // (it may have returned buffers before it saw our request).
+            _senderWaiting = true;
+            Flush();
+            if (Tx.EnableInterrupts() && Reclaim() > 0)
+            {
+                ok = Tx.FreeDescriptors > 0 && _buffers.TryAllocate((uint)length, out offset, out slot);
+            }
+
+            if (!ok)
+            {
+                _stats.TxStalls++;
+                return ReceiveResult.NoBuffers;
+            }
+        }
+
+        // payload → (the driver's release store of avail.idx orders it) → index → doorbell.
+        ulong address = _txBufferBase + offset;
+        foreach (ref readonly var s in frame)
+        {
+            unsafe
+            {
+                if (!_txMemory.TryWrite(address, new ReadOnlySpan<byte>((void*)s.Host, (int)s.Length)))
+                {
+                    _buffers.Release(slot);
+                    _stats.TxDropped++;
+                    return ReceiveResult.Dropped;
+                }
+            }
+
+            address += s.Length;
+        }
+
+        if (!Tx.TryAdd([new GuestBuffer(_txBufferBase + offset, (uint)length)], [], (ulong)slot))
+        {
+            _buffers.Release(slot);
+            return ReceiveResult.NoBuffers;
+        }
+
+        _published = false;
+        _stats.TxFrames++;
+        _stats.TxBytes += length - VirtioNetHeader.Size;
+        return ReceiveResult.Delivered;
+    }
+
+    public void FlushReceived() => Flush();
+
+    public void ResumeTransmit()
+    {
+        // The backend has room again for frames we received.
+        if (_backendFull)
+        {
+            _backendFull = false;
+            ServeReceive();
+        }
+    }
+
+    /// <summary>Publishes what we added and rings the peer's kick doorbell if it wants one.</summary>
+    public void Flush()
+    {
+        if (_published)
+        {
+            return;
+        }
+
+        _published = true;
+        Tx.Publish();
+        if (Tx.NeedsKick())
+        {
+            _stats.DoorbellsSent++;
+            _hardware.RingPeerDoorbell(KickBit);
+        }
+    }
+
+    /// <summary>Our used doorbell: the peer returned buffers.</summary>
+    public void OnUsedDoorbell()
+    {
+        Reclaim();
+        if (_senderWaiting)
+        {
+            _senderWaiting = false;
+            Tx.DisableInterrupts();
+            _backend.ReceiveSpaceAvailable(PairIndex);
+        }
+    }
+
+    /// <summary>Returns reclaimed buffers; a peer returning something we never sent breaks the ring.</summary>
+    public int Reclaim()
+    {
+        int total = 0;
+        int n;
+        while ((n = Tx.Reap(_used)) > 0)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                if (!_buffers.Release((int)_used[i].Token))
+                {
+                    Tx.Break(QueueError.UsedIdNotInFlight, $"the peer returned buffer slot {_used[i].Token}, which is not out");
+                    return total;
+                }
+            }
+
+            total += n;
+        }
+
+        return total;
+    }
+
+    // ---- receiving (the peer kicks us) ----
+
+    /// <summary>Our kick doorbell (or a poll): serve the receive ring.</summary>
+    public void ServeReceive()
+    {
+        var ring = Rx;
+        while (ring.IsRunning && !_backendFull)
+        {
+            ring.DisableNotifications();
+            while (!_backendFull)
+            {
+                if (_next == _count)
+                {
+                    _next = 0;
+                    _count = ring.PopAvail(_chains, _segments);
+                    if (_count == 0)
+                    {
+                        break;
+                    }
+                }
+
+                for (; _next < _count; _next++)
+                {
+                    ref readonly var chain = ref _chains[_next];
+                    if (chain.WritableSegments != 0 || chain.ReadableBytes < VirtioNetHeader.Size + 14 || chain.ReadableBytes > (uint)MaxFrame)
+                    {
+                        ring.Break(QueueError.WrongDirection, $"frame chain {chain.Head}: {chain.ReadableBytes} readable and {chain.WritableBytes} writable bytes");
+                        return;
+                    }
+
+                    var result = _backend.Send(PairIndex, chain.Readable(_segments), (int)chain.ReadableBytes);
+                    if (result == SendResult.Full)
+                    {
+                        _backendFull = true;
+                        _stats.RxStalls++;
+                        break;
+                    }
+
+                    if (result == SendResult.Sent)
+                    {
+                        _stats.RxFrames++;
+                        _stats.RxBytes += chain.ReadableBytes - VirtioNetHeader.Size;
+                    }
+                    else
+                    {
+                        _stats.RxDropped++;
+                    }
+
+                    ring.PushUsed(chain.Head, 0);
+                }
+
+                ring.FlushUsed();
+                _backend.EndOfBatch(PairIndex);
+                if (ring.NeedsInterrupt())
+                {
+                    _stats.DoorbellsSent++;
+                    _hardware.RingPeerDoorbell(UsedBit);
+                }
+            }
+
+            if (_backendFull || !ring.EnableNotifications())
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// <summary>Link addresses (docs/link-protocol.md): the receiver's window from 0, the sender's from <see cref="SenderBase"/>.</summary>
+public static class LinkAddresses
+{
+    public const ulong SenderBase = 1UL << 40;
+}

