@@ -1,14 +1,16 @@
 using PciVirtio.Host.Demo;
+using PciVirtio.Host.LinkEnd;
 using PciVirtio.Host.Serve;
 
 // The pcivirtio program. Today it runs the ring demo (the README's main job); the vhost-user
 // backend, the NTB link and the daemon arrive as commands of their own.
 const string Usage = """
-    usage: pcivirtio [demo|serve] [options]
+    usage: pcivirtio [demo|serve|link] [options]
 
     commands:
       demo      push frames between two in-process hosts through split virtqueues (default)
       serve     vhost-user virtio-net backends for VMs and DPDK virtio-user
+      link      one end of a host-to-host link over an NTB, as a TAP
 
     serve options:
       --socket PATH      vhost-user socket; one: bridged to a TAP, two: joined to each other
@@ -38,7 +40,13 @@ var rest = args.AsSpan();
 if (rest.Length > 0 && rest[0] is "-h" or "--help" or "help")
 {
     Console.WriteLine(Usage);
+    Console.WriteLine(LinkCommand.Usage);
     return 0;
+}
+
+if (rest.Length > 0 && rest[0] == "link")
+{
+    return LinkCommand.Run(rest[1..], Console.Out);
 }
 
 if (rest.Length > 0 && rest[0] == "serve")

@@ -19,6 +19,7 @@ internal sealed class LinkQueuePair : INetPort
     private const int Batch = 32;
     private readonly INtbHardware _hardware;
     private readonly INetBackend _backend;
+    private readonly ILogger? _logger;
     private readonly TransmitBufferRing _buffers;
     private readonly LinkStats _stats;
     private readonly GuestMemory<NtbMemoryAccessor> _txMemory;
@@ -41,6 +42,7 @@ internal sealed class LinkQueuePair : INetPort
         PairIndex = pair;
         _hardware = hardware;
         _backend = backend;
+        _logger = logger;
         _stats = stats;
         _txMemory = txMemory;
         _rxMemory = rxMemory;
@@ -110,7 +112,7 @@ internal sealed class LinkQueuePair : INetPort
 
         if (length > MaxFrame || length < VirtioNetHeader.Size + 14)
         {
-            _stats.TxDropped++;
+            Dropped($"a {length}-byte frame (the link carries {VirtioNetHeader.Size + 14}..{MaxFrame})");
             return ReceiveResult.Dropped;
         }
 
@@ -142,20 +144,37 @@ internal sealed class LinkQueuePair : INetPort
         }
 
         // payload → (the driver's release store of avail.idx orders it) → index → doorbell.
+        // Segments may describe more than the frame (a backend's whole bounce buffer):
+        // copy exactly length bytes.
         ulong address = _txBufferBase + offset;
+        int remaining = length;
         foreach (ref readonly var s in frame)
         {
+            if (remaining == 0)
+            {
+                break;
+            }
+
+            int n = (int)Math.Min(s.Length, (uint)remaining);
             unsafe
             {
-                if (!_txMemory.TryWrite(address, new ReadOnlySpan<byte>((void*)s.Host, (int)s.Length)))
+                if (!_txMemory.TryWrite(address, new ReadOnlySpan<byte>((void*)s.Host, n)))
                 {
                     _buffers.Release(slot);
-                    _stats.TxDropped++;
+                    Dropped($"a {length}-byte frame at link address 0x{address:x} is outside the peer's window");
                     return ReceiveResult.Dropped;
                 }
             }
 
-            address += s.Length;
+            address += (uint)n;
+            remaining -= n;
+        }
+
+        if (remaining != 0)
+        {
+            _buffers.Release(slot);
+            Dropped($"a frame said to be {length} bytes came in {length - remaining}");
+            return ReceiveResult.Dropped;
         }
 
         if (!Tx.TryAdd([new GuestBuffer(_txBufferBase + offset, (uint)length)], [], (ulong)slot))
@@ -171,6 +190,15 @@ internal sealed class LinkQueuePair : INetPort
     }
 
     public void FlushReceived() => Flush();
+
+    private void Dropped(string what)
+    {
+        long n = ++_stats.TxDropped;
+        if (_logger is not null && (n & (n - 1)) == 0)
+        {
+            LinkLog.FrameDropped(_logger, _hardware.Name, PairIndex, what, n);
+        }
+    }
 
     public void ResumeTransmit()
     {

@@ -396,6 +396,9 @@ internal static partial class LinkLog
     [LoggerMessage(EventId = 502, Level = LogLevel.Warning, Message = "link {Link}: down (was {State}): {Reason}")]
     public static partial void Down(ILogger logger, string link, LinkState state, string reason);
 
+    [LoggerMessage(EventId = 504, Level = LogLevel.Warning, Message = "link {Link} pair {Pair}: dropped {What}; {Count} dropped so far")]
+    public static partial void FrameDropped(ILogger logger, string link, int pair, string what, long count);
+
     [LoggerMessage(EventId = 503, Level = LogLevel.Error, Message = "link {Link}: {Problem}")]
     public static partial void Problem(ILogger logger, string link, string problem);
 }

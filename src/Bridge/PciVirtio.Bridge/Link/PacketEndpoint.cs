@@ -45,7 +45,9 @@ public sealed class PacketEndpoint : INetBackend
         }
 
         frame.CopyTo(_staging);
-        _segment[0] = new IoSegment(Marshal.UnsafeAddrOfPinnedArrayElement(_staging, 0), (uint)frame.Length, 0);
+        // The whole staging buffer, as a TAP backend hands over its bounce buffer: the frame
+        // is the first length bytes of it.
+        _segment[0] = new IoSegment(Marshal.UnsafeAddrOfPinnedArrayElement(_staging, 0), (uint)_staging.Length, 0);
         var result = port.Receive(_segment, frame.Length);
         _dirty[pair] |= result == ReceiveResult.Delivered;
         return result;
