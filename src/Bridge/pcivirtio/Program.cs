@@ -2,13 +2,13 @@ using PciVirtio.Host.Demo;
 using PciVirtio.Host.LinkEnd;
 using PciVirtio.Host.Serve;
 
-// The pcivirtio program. Today it runs the ring demo (the README's main job); the vhost-user
+// The pcivirtio program: the link demo (the README's main job), the vhost-user
 // backend, the NTB link and the daemon arrive as commands of their own.
 const string Usage = """
     usage: pcivirtio [demo|serve|link] [options]
 
     commands:
-      demo      push frames between two in-process hosts through split virtqueues (default)
+      demo      two hosts linked by an emulated NTB (hw-sim), live throughput (default)
       serve     vhost-user virtio-net backends for VMs and DPDK virtio-user
       link      one end of a host-to-host link over an NTB, as a TAP
 
@@ -28,6 +28,10 @@ const string Usage = """
       --verbose          debug logging
 
     demo options:
+      --seconds N        how long traffic runs (default 5)
+      --packets          use the in-process packet API even as root (no TAPs, no namespaces)
+      --rings            the ring demo instead: both hosts' rings in one process, no hw-sim;
+                         it takes these options:
       --frames N         frames to send (default 5000000)
       --size B           frame size in bytes, 16..65536 (default 1024)
       --queue-size Q     ring size, a power of two (default 256)
@@ -72,11 +76,38 @@ else if (rest.Length > 0 && !rest[0].StartsWith("--", StringComparison.Ordinal))
     return 2;
 }
 
-if (!DemoOptions.TryParse(rest, out var options, out string? error))
+// The ring demo (both hosts' rings in one process, no hw-sim) stays behind --rings.
+if (rest.Length > 0 && rest[0] == "--rings")
 {
-    Console.Error.WriteLine(error);
-    Console.Error.WriteLine(Usage);
-    return 2;
+    if (!DemoOptions.TryParse(rest[1..], out var options, out string? error))
+    {
+        Console.Error.WriteLine(error);
+        Console.Error.WriteLine(Usage);
+        return 2;
+    }
+
+    return new RingDemo(options, Console.Out).Run();
 }
 
-return new RingDemo(options, Console.Out).Run();
+var seconds = TimeSpan.FromSeconds(5);
+bool packets = false;
+for (int i = 0; i < rest.Length; i++)
+{
+    if (rest[i] == "--packets")
+    {
+        packets = true;
+    }
+    else if (rest[i] == "--seconds" && i + 1 < rest.Length && int.TryParse(rest[i + 1], System.Globalization.CultureInfo.InvariantCulture, out int s) && s is > 0 and <= 3600)
+    {
+        seconds = TimeSpan.FromSeconds(s);
+        i++;
+    }
+    else
+    {
+        Console.Error.WriteLine($"unknown demo option '{rest[i]}'");
+        Console.Error.WriteLine(Usage);
+        return 2;
+    }
+}
+
+return new LinkDemo(Console.Out, seconds, packets).Run();
