@@ -11,11 +11,11 @@ namespace PciVirtio.Bridge.Tests.Link;
 /// loop, with a packet endpoint that records what arrives.</summary>
 public sealed class LinkPair : IDisposable
 {
-    public LinkPair(LinkParameters? offerA = null, LinkParameters? offerB = null, ulong windowSize = 4 << 20)
+    public LinkPair(LinkParameters? offerA = null, LinkParameters? offerB = null, ulong windowSize = 4 << 20, bool pollA = false, bool pollB = false)
     {
         Device = HwSimDevice.Create(windows: 1, windowSize: windowSize);
-        A = new End("a", new SimNtbHardware(Device.OpenPort(0)), offerA ?? new LinkParameters());
-        B = new End("b", new SimNtbHardware(Device.OpenPort(1)), offerB ?? new LinkParameters());
+        A = new End("a", new SimNtbHardware(Device.OpenPort(0)), offerA ?? new LinkParameters(), pollA);
+        B = new End("b", new SimNtbHardware(Device.OpenPort(1)), offerB ?? new LinkParameters(), pollB);
     }
 
     public HwSimDevice Device { get; }
@@ -45,12 +45,12 @@ public sealed class LinkPair : IDisposable
     {
         private readonly object _gate = new();
 
-        public End(string name, SimNtbHardware hardware, LinkParameters offer)
+        public End(string name, SimNtbHardware hardware, LinkParameters offer, bool poll = false)
         {
             Hardware = hardware;
             Loop = new EpollEventLoop($"link-{name}");
             Endpoint = new PacketEndpoint { FrameArrived = OnFrame };
-            Link = new NtbLink(hardware, Endpoint, Loop, new LinkOptions { Name = name, Offer = offer, PeerTimeout = TimeSpan.FromMilliseconds(600) });
+            Link = new NtbLink(hardware, Endpoint, Loop, new LinkOptions { Name = name, Offer = offer, PeerTimeout = TimeSpan.FromMilliseconds(600), Poll = poll });
         }
 
         public SimNtbHardware Hardware { get; }

@@ -132,4 +132,31 @@ public sealed class LinkTests(ITestOutputHelper output)
         Assert.Contains("version 1", problem, StringComparison.Ordinal);
         Assert.NotEqual(LinkState.Up, pair.A.OnLoop(() => pair.A.Link.State));
     }
+
+    [Theory]
+    [InlineData(true, true)]
+    [InlineData(true, false)]
+    public void Polling_ends_move_frames_without_doorbells_of_their_own(bool pollA, bool pollB)
+    {
+        using var pair = new LinkPair(pollA: pollA, pollB: pollB);
+        pair.Start();
+        Assert.True(pair.WaitUntilUp(UpTimeout));
+        var toB = Enumerable.Range(0, 2000).Select(i => LinkPair.Frame(i, 64 + (i % 1500))).ToList();
+        var toA = Enumerable.Range(0, 500).Select(i => LinkPair.Frame(i, 200)).ToList();
+        Assert.Equal(toB.Count, pair.A.SendAll(toB));
+        Assert.Equal(toA.Count, pair.B.SendAll(toA));
+        Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == toB.Count && pair.A.ReceivedCount == toA.Count, TimeSpan.FromSeconds(20)),
+            $"b got {pair.B.ReceivedCount}/{toB.Count}, a got {pair.A.ReceivedCount}/{toA.Count}");
+        Assert.Equal(Enumerable.Range(0, toB.Count), pair.B.Received.Select(LinkPair.SeqOf));
+        Assert.Equal(Enumerable.Range(0, toA.Count), pair.A.Received.Select(LinkPair.SeqOf));
+        var statsB = pair.B.OnLoop(() => pair.B.Link.Stats.Snapshot());
+        output.WriteLine($"a: {pair.A.OnLoop(() => pair.A.Link.Stats.ToString())}; b: {statsB}");
+
+        // A polling end asks for no doorbell, so its peer rings (almost) none: at most one per
+        // ring wrap of the event index.
+        if (pollA)
+        {
+            Assert.True(statsB.DoorbellsSent <= 4, $"b rang {statsB.DoorbellsSent} doorbells at a polling peer");
+        }
+    }
 }

@@ -12,6 +12,10 @@ public sealed record LinkOptions
     /// <summary>A peer whose heartbeat has not moved for this long is gone (link down).</summary>
     public TimeSpan PeerTimeout { get; init; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>Busy-poll the rings on the link's thread (lowest latency; one core spins)
+    /// instead of waiting for doorbells.</summary>
+    public bool Poll { get; init; }
+
     /// <summary>Name in logs.</summary>
     public string Name { get; init; } = "link";
 }

@@ -76,6 +76,9 @@ internal sealed class LinkQueuePair : INetPort
 
     public bool IsBroken => Tx.IsBroken || Rx.IsBroken;
 
+    /// <summary>Busy-polling: the rings are served by <see cref="Poll"/>; no doorbell is asked for.</summary>
+    public bool Polling { get; set; }
+
     public string? BrokenReason => Tx.BrokenReason ?? Rx.BrokenReason;
 
     private int KickBit => 2 * PairIndex;
@@ -89,7 +92,19 @@ internal sealed class LinkQueuePair : INetPort
         _next = _count = 0;
         _backendFull = _senderWaiting = false;
         _published = true;
-        return Tx.Start(_txState, _txMemory) && Rx.Start(_rxState, _rxMemory);
+        if (!Tx.Start(_txState, _txMemory) || !Rx.Start(_rxState, _rxMemory))
+        {
+            return false;
+        }
+
+        if (Polling)
+        {
+            // Neither kicks nor used doorbells: the poller looks at both rings.
+            Tx.DisableInterrupts();
+            Rx.DisableNotifications();
+        }
+
+        return true;
     }
 
     /// <summary>Stops both rings; frames in flight are forgotten (never sent twice).</summary>
@@ -131,7 +146,7 @@ internal sealed class LinkQueuePair : INetPort
             // (it may have returned buffers before it saw our request).
             _senderWaiting = true;
             Flush();
-            if (Tx.EnableInterrupts() && Reclaim() > 0)
+            if ((Polling || Tx.EnableInterrupts()) && Reclaim() > 0)
             {
                 ok = Tx.FreeDescriptors > 0 && _buffers.TryAllocate((uint)length, out offset, out slot);
             }
@@ -239,6 +254,29 @@ internal sealed class LinkQueuePair : INetPort
         }
     }
 
+    /// <summary>One look at both rings when polling; true when there was work.</summary>
+    public bool Poll()
+    {
+        bool work = false;
+        if (Rx.IsRunning && !_backendFull && (_next < _count || Rx.AvailPending() > 0))
+        {
+            ServeReceive();
+            work = true;
+        }
+
+        if (_buffers.InFlight > 0 && Reclaim() > 0)
+        {
+            work = true;
+            if (_senderWaiting)
+            {
+                _senderWaiting = false;
+                _backend.ReceiveSpaceAvailable(PairIndex);
+            }
+        }
+
+        return work;
+    }
+
     /// <summary>Returns reclaimed buffers; a peer returning something we never sent breaks the ring.</summary>
     public int Reclaim()
     {
@@ -321,7 +359,7 @@ internal sealed class LinkQueuePair : INetPort
                 }
             }
 
-            if (_backendFull || !ring.EnableNotifications())
+            if (_backendFull || Polling || !ring.EnableNotifications())
             {
                 return;
             }

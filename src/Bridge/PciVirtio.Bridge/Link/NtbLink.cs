@@ -26,6 +26,7 @@ public sealed class NtbLink : IDisposable
     private readonly Timer _timer;
     private readonly Action _tick;
     private LinkQueuePair[] _pairs = [];
+    private IDisposable? _poller;
     private LinkParameters? _offer;
     private uint _epoch;
     private uint _beat;
@@ -179,7 +180,11 @@ public sealed class NtbLink : IDisposable
     private void Offer()
     {
         _epoch = _epoch == uint.MaxValue ? 1 : _epoch + 1;
-        _offer = _options.Offer with { WindowSize = _hardware.LocalWindow.Size, Epoch = _epoch };
+        _offer = _options.Offer with
+        {
+            WindowSize = _hardware.LocalWindow.Size, Epoch = _epoch,
+            Features = _options.Poll ? _options.Offer.Features | LinkFeatures.Polling : _options.Offer.Features & ~LinkFeatures.Polling,
+        };
         _offer.WriteTo(_hardware.WritePeerScratchpad);
         _peerBeat = _hardware.ReadScratchpad(LinkScratchpad.Heartbeat);
         _peerBeatSeenAt = Environment.TickCount64;
@@ -294,6 +299,7 @@ public sealed class NtbLink : IDisposable
         _hardware.ClearDoorbell(_hardware.DoorbellValidMask);
         foreach (var p in _pairs)
         {
+            p.Polling = _options.Poll;
             if (!p.Start())
             {
                 GoDown($"queue pair {p.PairIndex} did not start: {p.BrokenReason}");
@@ -301,7 +307,25 @@ public sealed class NtbLink : IDisposable
             }
         }
 
-        _hardware.UnmaskDoorbell(_hardware.DoorbellValidMask);
+        if (_options.Poll)
+        {
+            var pairs = _pairs;
+            _poller = _loop.AddPoller(() =>
+            {
+                bool work = false;
+                foreach (var p in pairs)
+                {
+                    work |= p.Poll();
+                }
+
+                return work;
+            });
+        }
+        else
+        {
+            _hardware.UnmaskDoorbell(_hardware.DoorbellValidMask);
+        }
+
         State = LinkState.Up;
         Stats.LinkUps++;
         if (_logger is not null)
@@ -319,6 +343,8 @@ public sealed class NtbLink : IDisposable
     private void GoDown(string reason, bool log = true)
     {
         var was = State;
+        _poller?.Dispose();
+        _poller = null;
         if (was == LinkState.Up)
         {
             foreach (var p in _pairs)

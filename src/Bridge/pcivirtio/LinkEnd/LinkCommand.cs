@@ -22,6 +22,7 @@ public static class LinkCommand
           --buffer-size B    receive buffer bytes per ring slot (default 4096)
           --duration S       stop after S seconds (default: on SIGINT/SIGTERM)
           --stats S          print state and throughput every S seconds (default 1, 0: never)
+          --poll             busy-poll the rings (lowest latency, one core spins) instead of doorbells
           --verbose          debug logging
         """;
 
@@ -32,7 +33,7 @@ public static class LinkCommand
         int mtu = 1500, queues = 1, queueSize = 256, bufferSize = 4096;
         double? duration = null;
         double stats = 1;
-        bool verbose = false;
+        bool verbose = false, poll = false;
         for (int i = 0; i < args.Length; i++)
         {
             string a = args[i];
@@ -59,6 +60,7 @@ public static class LinkCommand
                     case "--duration": duration = Int(1, int.MaxValue); break;
                     case "--stats": stats = Int(0, 3600); break;
                     case "--verbose": verbose = true; break;
+                    case "--poll": poll = true; break;
                     default: throw new ArgumentException($"unknown link option '{a}'");
                 }
             }
@@ -93,7 +95,7 @@ public static class LinkCommand
         TapLinkEnd end;
         try
         {
-            end = TapLinkEnd.Start(NtbHardware.Open(hw), tap, mtu, new LinkOptions { Name = tap ?? "link", Offer = offer }, loggers);
+            end = TapLinkEnd.Start(NtbHardware.Open(hw), tap, mtu, new LinkOptions { Name = tap ?? "link", Offer = offer, Poll = poll }, loggers);
         }
         catch (Exception e) when (e is Mmio.Interop.NativeCallException or ArgumentException or IOException or InvalidOperationException or TimeoutException or UnauthorizedAccessException)
         {
