@@ -229,6 +229,35 @@ public sealed unsafe class EpollEventLoop : IDisposable
     }
 
     /// <summary>
+    /// Runs <paramref name="action"/> on the loop thread and waits for its result (at most
+    /// <paramref name="timeout"/>, default 10 s); directly when called on the loop thread or
+    /// while the loop is not running. For control-plane reads and changes, never the data path.
+    /// </summary>
+    /// <exception cref="TimeoutException">The loop did not run it in time.</exception>
+    public T Invoke<T>(Func<T> action, TimeSpan? timeout = null)
+    {
+        ArgumentNullException.ThrowIfNull(action);
+        if (!IsRunning || IsOnLoopThread)
+        {
+            return action();
+        }
+
+        var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Post(() =>
+        {
+            try
+            {
+                done.SetResult(action());
+            }
+            catch (Exception e)
+            {
+                done.SetException(e);
+            }
+        });
+        return done.Task.WaitAsync(timeout ?? TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
+    }
+
+    /// <summary>
     /// Adds a poller: while any is registered the loop busy-polls, calling every poller once
     /// per turn and never blocking in epoll_wait (the thread spins on its core, as a DPDK
     /// lcore does; fd events and posted work are still served each turn). A poller returns

@@ -87,27 +87,7 @@ public sealed class LinkPair : IDisposable
             });
         }
 
-        public T OnLoop<T>(Func<T> action)
-        {
-            if (!Loop.IsRunning)
-            {
-                return action();
-            }
-
-            var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
-            Loop.Post(() =>
-            {
-                try
-                {
-                    done.SetResult(action());
-                }
-                catch (Exception e)
-                {
-                    done.SetException(e);
-                }
-            });
-            return done.Task.WaitAsync(TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
-        }
+        public T OnLoop<T>(Func<T> action) => Loop.Invoke(action);
 
         /// <summary>Sends frames on the loop thread, waiting out NoBuffers; returns how many went.</summary>
         public int SendAll(IReadOnlyList<byte[]> frames, int pair = 0, TimeSpan? timeout = null)

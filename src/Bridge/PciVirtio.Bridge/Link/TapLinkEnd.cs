@@ -74,27 +74,7 @@ public sealed class TapLinkEnd : IDisposable
     }
 
     /// <summary>Runs <paramref name="action"/> on the link's thread and waits for it.</summary>
-    public T Invoke<T>(Func<T> action)
-    {
-        if (!_loop.IsRunning || _loop.IsOnLoopThread)
-        {
-            return action();
-        }
-
-        var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _loop.Post(() =>
-        {
-            try
-            {
-                done.SetResult(action());
-            }
-            catch (Exception e)
-            {
-                done.SetException(e);
-            }
-        });
-        return done.Task.WaitAsync(TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
-    }
+    public T Invoke<T>(Func<T> action) => _loop.Invoke(action);
 
     /// <summary>A consistent copy of the counters and the state.</summary>
     public (LinkState State, LinkStats Stats, string? Problem) Snapshot() => Invoke(() => (_link.State, _link.Stats.Snapshot(), _link.Problem));

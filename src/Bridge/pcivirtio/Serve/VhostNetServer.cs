@@ -59,27 +59,7 @@ public sealed class VhostNetServer : IDisposable
 
     /// <summary>Runs <paramref name="action"/> on the loop thread and waits (counters are
     /// written there; reading them there gives a consistent snapshot).</summary>
-    public T Invoke<T>(Func<T> action)
-    {
-        if (!_loop.IsRunning || _loop.IsOnLoopThread)
-        {
-            return action();
-        }
-
-        var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _loop.Post(() =>
-        {
-            try
-            {
-                done.SetResult(action());
-            }
-            catch (Exception e)
-            {
-                done.SetException(e);
-            }
-        });
-        return done.Task.WaitAsync(TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
-    }
+    public T Invoke<T>(Func<T> action) => _loop.Invoke(action);
 
     /// <summary>Totals per device: frames the driver transmitted, frames delivered to it, drops.</summary>
     public IReadOnlyList<NetDeviceCounters> Counters() => Invoke(() =>
