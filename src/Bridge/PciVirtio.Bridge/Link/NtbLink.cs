@@ -175,6 +175,16 @@ public sealed class NtbLink : IDisposable
 
                 break;
         }
+
+        // Down with the hardware link up (the peer restarted or renegotiates, its heartbeat
+        // stopped, a queue broke): offer again at once. Our old offer, left in the peer's
+        // scratchpads until the next tick, could be agreed to by a peer that starts over; our
+        // new offer would then take it down, and the two would chase each other's withdrawn
+        // offers one tick apart for ever.
+        if (State == LinkState.Down)
+        {
+            Offer();
+        }
     }
 
     private void Offer()
