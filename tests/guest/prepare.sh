@@ -5,18 +5,19 @@
 #   - the Debian guest kernel: the package `apt-cache depends linux-image-amd64` names, fetched
 #     with `apt-get download` and unpacked with `dpkg -x` (never installed), from which the cache
 #     keeps vmlinuz, an uncompressed vmlinux (PVH boot, ~2 s instead of ~5.5 s under TCG) and the
-#     modules the two kinds of test guest need plus everything they depend on: vfio-pci (the VFIO
-#     guests) and virtio_pci + virtio_net (the guests whose NIC is a vhost-user virtio-net device).
-#     In Debian's kernel virtio, virtio_ring, virtio_pci_modern_dev, virtio_pci_legacy_dev,
-#     virtio_pci, failover, net_failover and virtio_net are all modules (=m). A cache prepared
-#     earlier with fewer modules is prepared again (the kernel package is fetched once more).
+#     modules the test guests need plus everything they depend on: vfio-pci (the VFIO guests),
+#     virtio_pci + virtio_net (the guests whose NIC is a vhost-user virtio-net device) and tun
+#     (/dev/net/tun, for the link guests' TAP). In Debian's kernel virtio, virtio_ring,
+#     virtio_pci_modern_dev, virtio_pci_legacy_dev, virtio_pci, failover, net_failover, virtio_net
+#     and tun are all modules (=m; tun depends on nothing). A cache prepared earlier with fewer
+#     modules is prepared again (the kernel package is fetched once more).
 # Cache: ${PCIVIRTIO_GUEST_CACHE:-/var/tmp/pcivirtio-guest}. The result is described by
 # $CACHE/guest.env (shell variables, also read by tests/Guest.Support):
 #   KERNEL_PACKAGE, KERNEL_VERSION, VMLINUZ, VMLINUX (empty when not extracted),
 #   MODULES_ROOT (holds lib/modules/$KERNEL_VERSION with a modules.dep for busybox modprobe),
 #   MODULES_LOAD (the kept modules' paths relative to MODULES_ROOT, in load order).
 # Options (environment):
-#   PCIVIRTIO_GUEST_MODULES   modules to keep (default: the vfio-pci and virtio-net sets below);
+#   PCIVIRTIO_GUEST_MODULES   modules to keep (default: the vfio-pci, virtio-net and TAP sets below);
 #                             dependencies are added.
 #   PCIVIRTIO_GUEST_KERNEL_PKG  a kernel package name instead of the one linux-image-amd64 depends on.
 # Prints what it did; exits non-zero with the reason when it cannot prepare the guest.
@@ -27,7 +28,9 @@ VFIO_MODULES="irqbypass vfio vfio_iommu_type1 vfio-pci-core vfio-pci"
 # virtio_pci brings virtio, virtio_ring and the modern/legacy transport libraries; virtio_net brings
 # net_failover and failover (all through their depends=).
 VIRTIO_NET_MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
-MODULES="${PCIVIRTIO_GUEST_MODULES:-$VFIO_MODULES $VIRTIO_NET_MODULES}"
+# tun gives /dev/net/tun (the link guests run 'pcivirtio link', which makes a TAP).
+TAP_MODULES="tun"
+MODULES="${PCIVIRTIO_GUEST_MODULES:-$VFIO_MODULES $VIRTIO_NET_MODULES $TAP_MODULES}"
 APT_PACKAGES=(qemu-system-x86 qemu-utils busybox-static cpio xz-utils)
 
 log() { echo "prepare.sh [${SECONDS}s]: $*"; }
