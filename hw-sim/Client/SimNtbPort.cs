@@ -177,6 +177,13 @@ public sealed class SimNtbPort : IDisposable
             return;
         }
 
+        DeliverLater(bits, delay);
+    }
+
+    /// <summary>A delayed doorbell (fault injection). Its own method: a lambda in
+    /// <see cref="PeerDoorbellSet"/> would allocate its closure on every doorbell, delayed or not.</summary>
+    private void DeliverLater(ulong bits, ulong delay)
+    {
         _ = Task.Run(async () =>
         {
             await Task.Delay(TimeSpan.FromMilliseconds(delay)).ConfigureAwait(false);
