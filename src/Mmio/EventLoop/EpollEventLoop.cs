@@ -453,15 +453,15 @@ public sealed unsafe class EpollEventLoop : IDisposable
                 var pollers = Volatile.Read(ref _pollers);
                 if (pollers.Length > 0)
                 {
-                    bool work = false;
                     foreach (var poll in pollers)
                     {
-                        work |= poll();
+                        poll();
                     }
 
-                    // While the pollers find work, look at the fds only every few turns: an
-                    // epoll_wait costs a system call, as much as a burst of frames.
-                    if (work && ++busyTurns < BusyTurnsPerWait)
+                    // Look at the fds only every few turns, busy or idle: an epoll_wait costs a
+                    // system call, as much as a burst of frames, and an idle poller that paid it
+                    // every turn would answer a ring refilled in small steps that much later.
+                    if (++busyTurns < BusyTurnsPerWait)
                     {
                         continue;
                     }
