@@ -18,6 +18,7 @@ public sealed class VhostNetServer : IDisposable
     private readonly EpollEventLoop _loop;
     private readonly List<VhostUserBackend> _backends = [];
     private readonly List<VhostUserNetDevice> _devices = [];
+    private EpollDataPlaneEvents? _events;
     private TapDevice? _tap;
     private TapNetBackend? _tapBackend;
 
@@ -113,6 +114,7 @@ public sealed class VhostNetServer : IDisposable
         }
 
         _loop.Stop(10_000);
+        _events?.Dispose();
         _tapBackend?.Dispose();
         _tap?.Dispose();
         _loop.Dispose();
@@ -121,6 +123,7 @@ public sealed class VhostNetServer : IDisposable
     private void Build(ServeOptions options, ILoggerFactory? loggers)
     {
         var events = new EpollDataPlaneEvents(_loop, options.Poll);
+        _events = events;
         var deviceOptions = new NetDeviceOptions { QueuePairs = options.QueuePairs, MergeableRxBuffers = options.Mergeable };
         if (options.IsSwitch)
         {
