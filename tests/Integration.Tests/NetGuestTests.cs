@@ -42,7 +42,7 @@ public sealed class NetGuestTests(ITestOutputHelper output)
         OurBackend? ours = null;
         await RunGuestTrafficAsync("pcivirtio", (socket, tap, token) =>
         {
-            ours = new OurBackend(VhostNetServer.Start(new ServeOptions { Sockets = [socket], Tap = tap }, new TestLoggers(Log)));
+            ours = new OurBackend(VhostNetServer.Start(new ServeOptions { Sockets = [socket], Tap = tap }, new TestOutputLoggers(Log)));
             return Task.FromResult<IAsyncDisposable>(ours);
         });
 
@@ -53,33 +53,6 @@ public sealed class NetGuestTests(ITestOutputHelper output)
         Log($"pcivirtio counters: {c}; {string.Join("; ", ours.Queues)}");
         Assert.True(c.TxPackets > 1000 && c.RxPackets > 1000, c.ToString());
         Assert.True(c.TxBytes / c.TxPackets > 1500 || c.RxBytes / c.RxPackets > 1500, $"no frame above the MTU crossed: {c}");
-    }
-
-    /// <summary>Sends our backend's log lines to the test output.</summary>
-    private sealed class TestLoggers(Action<string> log) : ILoggerFactory, ILogger
-    {
-        public ILogger CreateLogger(string categoryName) => this;
-
-        public void AddProvider(ILoggerProvider provider)
-        {
-        }
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Information;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            if (IsEnabled(logLevel))
-            {
-                log($"[pcivirtio {logLevel}] {formatter(state, exception)}{(exception is null ? "" : " " + exception)}");
-            }
-        }
-
-        public void Dispose()
-        {
-        }
     }
 
     /// <summary>Our backend in this process; keeps its last counters when disposed.</summary>

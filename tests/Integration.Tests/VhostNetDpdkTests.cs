@@ -65,7 +65,7 @@ public sealed class VhostNetDpdkTests(ITestOutputHelper output)
             string socket = Path.Combine(work.FullName, "net0.sock");
             string tap = "pcvd" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
             await using var ns = await NetNamespace.CreateAsync("pcvd", Log);
-            using var server = VhostNetServer.Start(new ServeOptions { Sockets = [socket], Tap = tap }, new OutputLoggers(Log));
+            using var server = VhostNetServer.Start(new ServeOptions { Sockets = [socket], Tap = tap }, new TestOutputLoggers(Log));
             await ns.MoveInterfaceAsync(tap, StateTimeout);
             await ns.SetUpAsync(tap);
 
@@ -121,7 +121,7 @@ public sealed class VhostNetDpdkTests(ITestOutputHelper output)
         try
         {
             string socket = Path.Combine(work.FullName, "sink.sock");
-            using var server = VhostNetServer.Start(new ServeOptions { Sockets = [socket], Traffic = TrafficMode.Sink }, new OutputLoggers(Log));
+            using var server = VhostNetServer.Start(new ServeOptions { Sockets = [socket], Traffic = TrafficMode.Sink }, new TestOutputLoggers(Log));
             var before = await ProcessResources.SettledAsync();
             Log($"before the first frontend: {before}");
 
@@ -152,7 +152,7 @@ public sealed class VhostNetDpdkTests(ITestOutputHelper output)
         try
         {
             string socket = Path.Combine(work.FullName, "frontend.sock");
-            using var server = VhostNetServer.Start(new ServeOptions { Sockets = [socket], Client = true, Traffic = TrafficMode.Sink }, new OutputLoggers(Log));
+            using var server = VhostNetServer.Start(new ServeOptions { Sockets = [socket], Client = true, Traffic = TrafficMode.Sink }, new TestOutputLoggers(Log));
             var before = await ProcessResources.SettledAsync();
             Log($"before the first frontend: {before}");
 
@@ -200,7 +200,7 @@ public sealed class VhostNetDpdkTests(ITestOutputHelper output)
         try
         {
             string[] sockets = [Path.Combine(work.FullName, "net0.sock"), Path.Combine(work.FullName, "net1.sock")];
-            using var server = VhostNetServer.Start(new ServeOptions { Sockets = [.. sockets] }, new OutputLoggers(Log));
+            using var server = VhostNetServer.Start(new ServeOptions { Sockets = [.. sockets] }, new TestOutputLoggers(Log));
             await using var sender = await StartFrontendAsync("vu-a", sockets[0]);
             var victim = await StartFrontendAsync("vu-b", sockets[1]);
             try
@@ -284,7 +284,7 @@ public sealed class VhostNetDpdkTests(ITestOutputHelper output)
         try
         {
             string[] sockets = [Path.Combine(work.FullName, "net0.sock"), Path.Combine(work.FullName, "net1.sock")];
-            using var server = VhostNetServer.Start(new ServeOptions { Sockets = [.. sockets], QueuePairs = queuePairs }, new OutputLoggers(Log));
+            using var server = VhostNetServer.Start(new ServeOptions { Sockets = [.. sockets], QueuePairs = queuePairs }, new TestOutputLoggers(Log));
             await using var first = await StartFrontendAsync("vu-a", sockets[0], queuePairs, mrgRxbuf);
             await using var second = await StartFrontendAsync("vu-b", sockets[1], queuePairs, mrgRxbuf);
             var firstPort = await first.WaitForLinkAsync(0, up: true, LinkTimeout);
@@ -580,32 +580,5 @@ public sealed class VhostNetDpdkTests(ITestOutputHelper output)
             _ when target.StartsWith('/') => null,
             _ => target,
         };
-    }
-
-    /// <summary>Sends our backend's log lines (information and above) to the test output.</summary>
-    private sealed class OutputLoggers(Action<string> log) : ILoggerFactory, ILogger
-    {
-        public ILogger CreateLogger(string categoryName) => this;
-
-        public void AddProvider(ILoggerProvider provider)
-        {
-        }
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Information;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            if (IsEnabled(logLevel))
-            {
-                log($"[pcivirtio {logLevel}] {formatter(state, exception)}{(exception is null ? string.Empty : " " + exception)}");
-            }
-        }
-
-        public void Dispose()
-        {
-        }
     }
 }
