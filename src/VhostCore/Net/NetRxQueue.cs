@@ -14,9 +14,6 @@ namespace PciVirtio.VhostCore.Net;
 /// </summary>
 public sealed class NetRxQueue : NetQueue
 {
-    /// <summary>Chains popped per refill.</summary>
-    public const int Batch = 64;
-
     /// <summary>Most chains held at once (a 64 KiB frame in 1 KiB buffers needs 65).</summary>
     public const int MaxHeldChains = 256;
 
@@ -61,8 +58,10 @@ public sealed class NetRxQueue : NetQueue
             return ReceiveResult.Dropped;
         }
 
+        // The frame's segments are ordinary memory: the RAM accessor of the guest's memory reads them.
+        var memory = Ring.Memory;
         Span<byte> header = stackalloc byte[VirtioNetHeader.Size];
-        if (Gather(frame, 0, header) != header.Length || !VirtioNetHeader.AcceptableFor(header, _netFeatures))
+        if (memory.Gather(frame, 0, header) != header.Length || !VirtioNetHeader.AcceptableFor(header, _netFeatures))
         {
             Stats.DropsField++;
             return ReceiveResult.Dropped;
@@ -85,7 +84,6 @@ public sealed class NetRxQueue : NetQueue
         }
 
         VirtioNetHeader.SetNumBuffers(header, (ushort)chainsNeeded);
-        var memory = Ring.Memory;
         int sourceOffset = VirtioNetHeader.Size;
         int remaining = packet;
         for (int c = 0; c < chainsNeeded; c++)
@@ -292,31 +290,6 @@ public sealed class NetRxQueue : NetQueue
             sourceOffset = 0;
             s++;
         }
-    }
-
-    private static unsafe int Gather(ReadOnlySpan<IoSegment> source, int offset, Span<byte> destination)
-    {
-        int copied = 0;
-        foreach (ref readonly var seg in source)
-        {
-            if (copied == destination.Length)
-            {
-                break;
-            }
-
-            if (offset >= seg.Length)
-            {
-                offset -= (int)seg.Length;
-                continue;
-            }
-
-            int n = (int)Math.Min(seg.Length - (uint)offset, (uint)(destination.Length - copied));
-            new ReadOnlySpan<byte>((byte*)seg.Host + offset, n).CopyTo(destination[copied..]);
-            copied += n;
-            offset = 0;
-        }
-
-        return copied;
     }
 
     private enum RefillResult

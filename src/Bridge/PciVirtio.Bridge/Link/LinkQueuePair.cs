@@ -23,8 +23,7 @@ internal sealed class LinkQueuePair : INetPort
     private readonly TransmitBufferRing _buffers;
     private readonly LinkStats _stats;
     private readonly GuestMemory<NtbMemoryAccessor> _txMemory;
-    private readonly QueueState _txState;
-    private readonly QueueState _rxState;
+    private readonly QueueState _state;
     private readonly ulong _txBufferBase;
     private readonly DescriptorChain[] _chains = new DescriptorChain[Batch];
     private readonly IoSegment[] _segments = new IoSegment[1024];
@@ -49,13 +48,10 @@ internal sealed class LinkQueuePair : INetPort
         var q = layout[pair];
         var features = VirtioFeatures.Version1 | ((agreed.Features & LinkFeatures.EventIdx) != 0 ? VirtioFeatures.RingEventIdx : 0);
 
-        // Same offsets in both windows: the peer's window is at link address 0 for what we
-        // send (the receiver's memory), ours at SenderBase; for what we receive it is the other way.
-        _txState = new QueueState
-        {
-            Size = agreed.QueueSize, DescTable = q.RxDesc, AvailRing = q.RxAvail, UsedRing = LinkAddresses.SenderBase + q.TxUsed, Features = features,
-        };
-        _rxState = new QueueState
+        // Same offsets in both windows, so both rings have one state: for what we send the
+        // peer's window is at link address 0 (the receiver's memory) and ours at SenderBase;
+        // for what we receive it is the other way, which the two memory tables express.
+        _state = new QueueState
         {
             Size = agreed.QueueSize, DescTable = q.RxDesc, AvailRing = q.RxAvail, UsedRing = LinkAddresses.SenderBase + q.TxUsed, Features = features,
         };
@@ -92,7 +88,7 @@ internal sealed class LinkQueuePair : INetPort
         _next = _count = 0;
         _backendFull = _senderWaiting = false;
         _published = true;
-        if (!Tx.Start(_txState, _txMemory) || !Rx.Start(_rxState, _rxMemory))
+        if (!Tx.Start(_state, _txMemory) || !Rx.Start(_state, _rxMemory))
         {
             return false;
         }

@@ -92,13 +92,8 @@ public sealed class PacketEndpoint : INetBackend
         }
         else
         {
-            int at = 0;
-            foreach (var s in frame)
-            {
-                new ReadOnlySpan<byte>((void*)s.Host, (int)s.Length).CopyTo(_staging.AsSpan(at));
-                at += (int)s.Length;
-            }
-
+            // Ordinary memory: the RAM accessor reads the segments (no memory table involved).
+            default(GuestMemory<RamAccessor>).Gather(frame, 0, _staging.AsSpan(0, length));
             bytes = _staging.AsSpan(0, length);
         }
 
