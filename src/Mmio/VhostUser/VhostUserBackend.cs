@@ -98,7 +98,20 @@ public sealed class VhostUserBackend : IDisposable
             {
                 CloseConnection("backend disposed");
                 _listenerRegistration?.Dispose();
-                _listener?.Dispose();
+                if (_listener is not null)
+                {
+                    _listener.Dispose();
+
+                    // The socket file is ours (we bound it): leave nothing behind for a
+                    // frontend to connect to and hang on.
+                    try
+                    {
+                        UnixStreamSocket.Unlink(Path);
+                    }
+                    catch (NativeCallException)
+                    {
+                    }
+                }
             }
             finally
             {

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
+using PciVirtio.VhostCore.Logging;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
 using PciVirtio.VhostCore.VhostUser;
@@ -24,6 +25,8 @@ public abstract class NetQueue
     {
         Name = name;
         _events = events;
+        // Every message of this queue (and of its ring) carries Queue=name.
+        logger = logger.WithScope("Queue", name);
         Logger = logger;
         Ring = new SplitQueueDevice<RamAccessor>(name, ChainErrorPolicy.BreakQueue, logger);
         _onKick = OnKickCore;

@@ -54,6 +54,36 @@ public static class NtbHardware
         throw new ArgumentException($"'{spec}' is not a link hardware spec; expected {SpecForms}", nameof(spec));
     }
 
+    /// <summary>Checks the form of <paramref name="spec"/> without opening anything (for
+    /// validating configuration at start); null when well formed, else what is wrong.</summary>
+    public static string? CheckSpec(string? spec)
+    {
+        if (string.IsNullOrEmpty(spec))
+        {
+            return $"no hardware given; expected {SpecForms}";
+        }
+
+        if (spec.StartsWith(HwSimPrefix, StringComparison.Ordinal))
+        {
+            try
+            {
+                _ = ParseHwSim(spec);
+                return null;
+            }
+            catch (ArgumentException e)
+            {
+                return e.Message.Split(" (Parameter", 2)[0];
+            }
+        }
+
+        if (spec.StartsWith(VfioPrefix, StringComparison.Ordinal))
+        {
+            return spec.Length > VfioPrefix.Length ? null : $"'{spec}' names no PCI device; expected {SpecForms}";
+        }
+
+        return $"'{spec}' is not a link hardware spec; expected {SpecForms}";
+    }
+
     /// <summary>Splits <c>hw-sim:SOCKET[#PORT]</c>.</summary>
     internal static (string Socket, int Port) ParseHwSim(string spec)
     {

@@ -3,6 +3,7 @@ using PciVirtio.Bridge.Hardware;
 using PciVirtio.Mmio.EventLoop;
 using PciVirtio.Mmio.Net;
 using PciVirtio.Mmio.VhostUser;
+using PciVirtio.VhostCore.Logging;
 using PciVirtio.VhostCore.Net;
 
 namespace PciVirtio.Bridge.Link;
@@ -48,13 +49,13 @@ public sealed class TapLinkEnd : IDisposable
             tap.Mtu = mtu;
             tap.SetUp(true);
             loop = new EpollEventLoop($"link-{options.Name}", loggers?.CreateLogger("PciVirtio.EventLoop"));
-            var backend = new TapNetBackend(tap, loop, loggers?.CreateLogger("PciVirtio.Tap"));
+            var backend = new TapNetBackend(tap, loop, loggers?.CreateLogger("PciVirtio.Tap").WithScope("Link", options.Name));
 
             // Both ends are TAPs: let the kernel hand us checksum-pending and TSO frames, the
             // peer's kernel takes them as they are.
             backend.FeaturesNegotiated(VirtioNetFeatures.GuestCsum | VirtioNetFeatures.GuestTso4 | VirtioNetFeatures.GuestTso6 | VirtioNetFeatures.GuestEcn);
             var link = new NtbLink(hardware, backend, loop, options with { Offer = options.Offer with { Mtu = Math.Max(options.Offer.Mtu, mtu) } },
-                loggers?.CreateLogger($"PciVirtio.Link.{options.Name}"));
+                loggers?.CreateLogger("PciVirtio.Link").WithScope("Link", options.Name));
             var end = new TapLinkEnd(hardware, tap, loop, backend, link);
             loop.Start($"link-{options.Name}");
             end.Invoke(() =>

@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using PciVirtio.Mmio.EventLoop;
 using PciVirtio.Mmio.Net;
 using PciVirtio.Mmio.VhostUser;
+using PciVirtio.VhostCore.Logging;
 using PciVirtio.VhostCore.Net;
 using PciVirtio.VhostCore.VhostUser;
 
@@ -43,12 +44,13 @@ public sealed class VhostNetServer : IDisposable
 
     public static VhostNetServer Start(ServeOptions options, ILoggerFactory? loggers = null)
     {
-        var loop = new EpollEventLoop("vhost-net", loggers?.CreateLogger("PciVirtio.EventLoop"));
+        string thread = options.Name is { } n ? $"vhost-{n}" : "vhost-net";
+        var loop = new EpollEventLoop(thread, loggers?.CreateLogger("PciVirtio.EventLoop"));
         var server = new VhostNetServer(loop);
         try
         {
             server.Build(options, loggers);
-            loop.Start("vhost-net");
+            loop.Start(thread);
             return server;
         }
         catch
@@ -147,14 +149,14 @@ public sealed class VhostNetServer : IDisposable
         }
 
         _tap.SetUp(true);
-        _tapBackend = new TapNetBackend(_tap, _loop, loggers?.CreateLogger("PciVirtio.Tap"));
+        _tapBackend = new TapNetBackend(_tap, _loop, loggers?.CreateLogger("PciVirtio.Tap").WithScope("Device", options.DeviceName(0)));
         AddDevice(options, 0, _tapBackend, events, deviceOptions with { Mtu = options.Mtu ?? 1500 }, loggers);
     }
 
     private void AddDevice(ServeOptions options, int index, INetBackend backend, IDataPlaneEvents events, NetDeviceOptions deviceOptions, ILoggerFactory? loggers)
     {
-        string name = $"net{index}";
-        var logger = loggers?.CreateLogger($"PciVirtio.VhostUser.{name}");
+        string name = options.DeviceName(index);
+        var logger = loggers?.CreateLogger("PciVirtio.VhostUser").WithScope("Device", name);
         var device = new VhostUserNetDevice(name, deviceOptions, backend, events, logger);
         _devices.Add(device);
         VhostUserSession NewSession() => new(name, device, SharedMemoryRegionMapper.Instance, logger);

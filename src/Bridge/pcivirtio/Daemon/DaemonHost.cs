@@ -1,0 +1,117 @@
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
+using PciVirtio.Host.Control;
+
+namespace PciVirtio.Host.Daemon;
+
+/// <summary>
+/// Builds the daemon of <c>pcivirtio run</c> on Microsoft.Extensions.Hosting: configuration
+/// (appsettings.json beside the program and in the working directory, the file of
+/// <c>--config</c>, environment variables, <c>--Key=value</c> flags), logging with scopes,
+/// metrics, the devices, the control socket, and systemd's notify protocol when started by
+/// systemd.
+/// </summary>
+public static class DaemonHost
+{
+    /// <summary>Reads and checks the configuration; the settings, or every problem found
+    /// (each naming its key).</summary>
+    public static (DaemonSettings? Settings, IReadOnlyList<string> Errors, IConfiguration Configuration) LoadSettings(string? configFile, IReadOnlyList<string> overrides)
+    {
+        var builder = new ConfigurationBuilder();
+        AddSources(builder, configFile, overrides);
+        IConfigurationRoot configuration;
+        try
+        {
+            configuration = builder.Build();
+        }
+        catch (Exception e) when (e is InvalidDataException or FormatException or IOException or System.Text.Json.JsonException)
+        {
+            return (null, [$"configuration: {e.Message}{(e.InnerException is { } inner ? $" ({inner.Message})" : "")}"], new ConfigurationBuilder().Build());
+        }
+
+        var settings = new DaemonSettings();
+        try
+        {
+            // Unknown keys are errors: a misspelt "Queus" silently ignored would run a
+            // device the operator did not ask for.
+            configuration.GetSection(DaemonSettings.Section).Bind(settings, o => o.ErrorOnUnknownConfiguration = true);
+        }
+        catch (InvalidOperationException e)
+        {
+            return (null, [$"configuration: {e.Message}"], configuration);
+        }
+
+        var errors = SettingsValidator.Validate(settings);
+        return (errors.Count == 0 ? settings : null, errors, configuration);
+    }
+
+    /// <summary>The host for <paramref name="settings"/> (already checked).</summary>
+    public static IHost Build(DaemonSettings settings, string? configFile, IReadOnlyList<string> overrides, Action<ILoggingBuilder>? logging = null)
+    {
+        var builder = Microsoft.Extensions.Hosting.Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings
+        {
+            ApplicationName = "pcivirtio",
+            ContentRootPath = AppContext.BaseDirectory,
+        });
+        AddSources(builder.Configuration, configFile, overrides);
+        if (logging is null)
+        {
+            // Defaults first, so Logging:Console:FormatterOptions in the configuration wins;
+            // Logging:Console:FormatterName picks simple (default), json or systemd (what
+            // AddSystemd chooses under systemd: the journal stamps each line itself).
+            // Without a formatter name the console logger falls back to its old options and
+            // ignores the formatter's; name it, and let the configuration rename it.
+            builder.Services.Configure<ConsoleLoggerOptions>(o => o.FormatterName = ConsoleFormatterNames.Simple);
+            builder.Services.Configure<SimpleConsoleFormatterOptions>(o =>
+            {
+                o.IncludeScopes = true;
+                o.SingleLine = true;
+                o.TimestampFormat = "HH:mm:ss.fff ";
+            });
+            builder.Logging.AddConfiguration(builder.Configuration.GetSection("Logging"));
+            builder.Logging.AddConsole();
+        }
+        else
+        {
+            builder.Logging.AddConfiguration(builder.Configuration.GetSection("Logging"));
+            logging(builder.Logging);
+        }
+
+        builder.Services.AddMetrics();
+        builder.Services.AddSystemd();
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(settings.ShutdownSeconds));
+        builder.Services.AddSingleton(settings);
+        builder.Services.AddSingleton<RunningDevices>();
+        builder.Services.AddSingleton<PciVirtioMetrics>();
+        builder.Services.AddHostedService<DevicesService>();
+        if (settings.ResolvedControlSocket is { Length: > 0 } control)
+        {
+            builder.Services.AddHostedService(sp => new ControlServer(control, sp.GetRequiredService<RunningDevices>(), sp.GetRequiredService<ILogger<ControlServer>>()));
+        }
+
+        var host = builder.Build();
+
+        // Observable instruments exist once the metrics object does.
+        _ = host.Services.GetRequiredService<PciVirtioMetrics>();
+        return host;
+    }
+
+    private static void AddSources(IConfigurationBuilder builder, string? configFile, IReadOnlyList<string> overrides)
+    {
+        builder.AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true, reloadOnChange: false);
+        if (configFile is null)
+        {
+            builder.AddJsonFile(Path.GetFullPath("appsettings.json"), optional: true, reloadOnChange: false);
+        }
+        else
+        {
+            builder.AddJsonFile(Path.GetFullPath(configFile), optional: false, reloadOnChange: false);
+        }
+
+        builder.AddEnvironmentVariables("PCIVIRTIO_");
+        builder.AddCommandLine([.. overrides]);
+    }
+}
