@@ -111,7 +111,9 @@ public static class DaemonHost
             builder.AddJsonFile(Path.GetFullPath(configFile), optional: false, reloadOnChange: false);
         }
 
-        builder.AddEnvironmentVariables("PCIVIRTIO_");
+        // PciVirtio__Backends__0__Socket=… (and Logging__LogLevel__Default=…), as systemd
+        // Environment= lines and containers give them.
+        builder.AddEnvironmentVariables();
         builder.AddCommandLine([.. overrides]);
     }
 }
