@@ -7,8 +7,9 @@ using PciVirtio.VhostCore.Memory;
 namespace PciVirtio.HwSim.Client;
 
 /// <summary>
-/// The accessor for a port's outbound (peer) window: aligned volatile accesses of at most
-/// 8 bytes, like <see cref="IoMemoryAccessor"/>, and on every access it consults the port's
+/// The accessor for a port's outbound (peer) window: the accesses of
+/// <see cref="IoMemoryAccessor"/> (aligned volatile loads and stores of at most 8 bytes,
+/// copies into the window as aligned vector stores), and on every access it consults the port's
 /// register page as the PCIe fabric would: with the link down reads return all-ones and
 /// writes are dropped; each remote read spins the configured delay (a non-posted read);
 /// remote reads, writes and bytes are added to the port's shared counters. Use it only for

@@ -81,6 +81,54 @@ public class IoMemoryAccessorTests
         Assert.True(bar.Counters.Reads <= (length / 8) + 6);
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(7)]
+    public void Wide_copies_into_io_memory_write_exactly_the_range_at_every_alignment(int sourceOffset)
+    {
+        // Destination offsets cover every residue modulo 32 (the widest store's alignment)
+        // and then some; lengths cover the scalar-only sizes, the first vector stores and
+        // the heads and tails around them. The source is misaligned too.
+        const byte Guard = 0xA5;
+        using var bar = PciBarMemory.CreateStandIn("wide", 8192);
+        var a = bar.Accessor;
+        var random = new Random(sourceOffset);
+        var buffer = new byte[sourceOffset + 4096];
+        foreach (int length in Enumerable.Range(0, 101).Concat([127, 128, 129, 255, 256, 1512, 4000]))
+        {
+            for (int offset = 0; offset < 41; offset++)
+            {
+                var page = bar.Mapping.Span[..8192];
+                page.Fill(Guard);
+                var data = buffer.AsSpan(sourceOffset, length);
+                random.NextBytes(data);
+                data.Replace(Guard, (byte)(Guard + 1)); // so a guard byte in the range means "not written"
+                a.CopyTo(bar.Mapping.Address + offset, data);
+                page = bar.Mapping.Span[..8192];
+                Assert.True(page.Slice(offset, length).SequenceEqual(data), $"contents differ: {length} bytes at offset {offset}");
+                Assert.True(page[..offset].IndexOfAnyExcept(Guard) < 0, $"written before the range: {length} bytes at offset {offset}");
+                Assert.True(page[(offset + length)..].IndexOfAnyExcept(Guard) < 0, $"written past the range: {length} bytes at offset {offset}");
+            }
+        }
+    }
+
+    [Fact]
+    public void A_long_aligned_copy_into_io_memory_is_wide_stores_counted_by_their_bytes()
+    {
+        using var bar = PciBarMemory.CreateStandIn("wide-count", 8192, countAccesses: true);
+        var data = new byte[4096];
+        new Random(5).NextBytes(data);
+        bar.Accessor.CopyTo(bar.Mapping.Address, data);
+        Assert.Equal(data, bar.Mapping.Span[..4096].ToArray());
+        Assert.Equal(4096, bar.Counters!.WrittenBytes);
+
+        // Posted writes: as few transactions as the widest accelerated store allows.
+        int width = System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? 32 : System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated ? 16 : 8;
+        Assert.Equal(4096 / width, bar.Counters.Writes);
+    }
+
     [Fact]
     public void Publishing_an_index_issues_a_barrier_first()
     {

@@ -24,7 +24,8 @@ internal enum AccessPath : byte
 /// The accessor for link memory: one type for both windows, so the link builds a single
 /// memory table over its local window and its peer window and the ring code is instantiated
 /// once. An address inside the peer window is remote — aligned volatile accesses of at most
-/// 64 bits, never a wide copy, counted in <see cref="INtbHardware.RemoteAccesses"/> — and
+/// 64 bits, copies into it as aligned vector stores (posted writes, see
+/// <see cref="IoMemoryAccessor.CopyTo"/>), counted in <see cref="INtbHardware.RemoteAccesses"/> — and
 /// anything else is local, touched the way the local memory allows (plain loads and the
 /// platform copy for RAM, the I/O rules for a BAR).
 /// </summary>
