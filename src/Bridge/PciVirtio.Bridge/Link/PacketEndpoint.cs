@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Net;
 
@@ -14,7 +13,7 @@ namespace PciVirtio.Bridge.Link;
 public sealed class PacketEndpoint : INetBackend
 {
     private readonly INetPort?[] _ports = new INetPort?[LinkParameters.MaxQueuePairs];
-    private readonly byte[] _staging = GC.AllocateArray<byte>(VirtioNetHeader.MaxFrame, pinned: true);
+    private readonly byte[] _staging = new byte[VirtioNetHeader.MaxFrame]; // a received frame in several segments, gathered
     private readonly IoSegment[] _segment = new IoSegment[1];
     private readonly bool[] _dirty = new bool[LinkParameters.MaxQueuePairs];
 
@@ -44,11 +43,20 @@ public sealed class PacketEndpoint : INetBackend
             return ReceiveResult.NoBuffers;
         }
 
-        frame.CopyTo(_staging);
-        // The whole staging buffer, as a TAP backend hands over its bounce buffer: the frame
-        // is the first length bytes of it.
-        _segment[0] = new IoSegment(Marshal.UnsafeAddrOfPinnedArrayElement(_staging, 0), (uint)_staging.Length, 0);
-        var result = port.Receive(_segment, frame.Length);
+        // The link gathers straight from the caller's bytes into the peer's window (one copy,
+        // as from a TAP's bounce buffer): the span is pinned only for this call, and the link
+        // keeps no pointer to it once Receive returns (the frame is in the window by then).
+        ReceiveResult result;
+        unsafe
+        {
+            fixed (byte* bytes = frame)
+            {
+                _segment[0] = new IoSegment((nint)bytes, (uint)frame.Length, 0);
+                result = port.Receive(_segment, frame.Length);
+                _segment[0] = default;
+            }
+        }
+
         _dirty[pair] |= result == ReceiveResult.Delivered;
         return result;
     }
