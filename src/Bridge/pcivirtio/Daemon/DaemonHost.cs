@@ -32,11 +32,19 @@ public static class DaemonHost
             return (null, [$"configuration: {e.Message}{(e.InnerException is { } inner ? $" ({inner.Message})" : "")}"], new ConfigurationBuilder().Build());
         }
 
+        // Unknown keys are errors: a misspelt "Queus" silently ignored would run a device
+        // the operator did not ask for. Named with their full key, as every other error.
+        var unknown = SettingsValidator.UnknownKeys(configuration.GetSection(DaemonSettings.Section));
+        if (unknown.Count > 0)
+        {
+            return (null, unknown, configuration);
+        }
+
         var settings = new DaemonSettings();
         try
         {
-            // Unknown keys are errors: a misspelt "Queus" silently ignored would run a
-            // device the operator did not ask for.
+            // The binder's own unknown-key check stays as a backstop for anything the walk
+            // above does not know.
             configuration.GetSection(DaemonSettings.Section).Bind(settings, o => o.ErrorOnUnknownConfiguration = true);
         }
         catch (InvalidOperationException e)

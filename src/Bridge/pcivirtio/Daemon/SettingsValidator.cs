@@ -85,6 +85,59 @@ public static class SettingsValidator
         return errors;
     }
 
+    // The settable properties of the settings classes (a test keeps these lists whole).
+    internal static readonly string[] DaemonKeys =
+        [nameof(DaemonSettings.ControlSocket), nameof(DaemonSettings.Backends), nameof(DaemonSettings.Links), nameof(DaemonSettings.ShutdownSeconds)];
+
+    internal static readonly string[] BackendKeys =
+    [
+        nameof(VhostBackendSettings.Name), nameof(VhostBackendSettings.Socket), nameof(VhostBackendSettings.Sockets), nameof(VhostBackendSettings.Client),
+        nameof(VhostBackendSettings.Queues), nameof(VhostBackendSettings.Tap), nameof(VhostBackendSettings.Mtu), nameof(VhostBackendSettings.Mergeable),
+        nameof(VhostBackendSettings.Poll),
+    ];
+
+    internal static readonly string[] LinkKeys =
+    [
+        nameof(LinkEndSettings.Name), nameof(LinkEndSettings.Hardware), nameof(LinkEndSettings.Tap), nameof(LinkEndSettings.Mtu), nameof(LinkEndSettings.Address),
+        nameof(LinkEndSettings.Queues), nameof(LinkEndSettings.QueueSize), nameof(LinkEndSettings.BufferSize), nameof(LinkEndSettings.Poll),
+    ];
+
+    /// <summary>Keys under <paramref name="section"/> (the PciVirtio section) that no setting
+    /// has, each as an error naming its full path.</summary>
+    public static List<string> UnknownKeys(Microsoft.Extensions.Configuration.IConfigurationSection section)
+    {
+        var errors = new List<string>();
+        void Check(Microsoft.Extensions.Configuration.IConfigurationSection s, string[] known)
+        {
+            foreach (var child in s.GetChildren())
+            {
+                if (!known.Contains(child.Key, StringComparer.OrdinalIgnoreCase))
+                {
+                    errors.Add($"{child.Path}: unknown key (known here: {string.Join(", ", known)})");
+                }
+            }
+        }
+
+        void Items(Microsoft.Extensions.Configuration.IConfigurationSection list, string[] known)
+        {
+            foreach (var item in list.GetChildren())
+            {
+                if (!int.TryParse(item.Key, NumberStyles.None, CultureInfo.InvariantCulture, out _))
+                {
+                    errors.Add($"{item.Path}: a list is expected here (entries 0, 1, …), not the key '{item.Key}'");
+                    continue;
+                }
+
+                Check(item, known);
+            }
+        }
+
+        Check(section, DaemonKeys);
+        Items(section.GetSection("Backends"), BackendKeys);
+        Items(section.GetSection("Links"), LinkKeys);
+        return errors;
+    }
+
     /// <summary>The name a backend goes by: its own, else net0, net1, … by position.</summary>
     public static string BackendName(VhostBackendSettings b, int index) => b.Name is { Length: > 0 } n ? n : $"net{index}";
 
