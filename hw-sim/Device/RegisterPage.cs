@@ -38,6 +38,16 @@ public readonly unsafe struct RegisterPage
     /// <summary>Atomic add (counters).</summary>
     public void Add64(int offset, long value) => Interlocked.Add(ref *(long*)At(offset, 8), value);
 
+    /// <summary>Add by a counter's only writer: a volatile load and a volatile store, no lock.
+    /// On x86 a locked add is a full barrier that waits for every store before it, so on a
+    /// path that counts each store it costs more than the stores; a second writer at the
+    /// same moment may lose counts, never corrupt anything else.</summary>
+    public void AddSingleWriter64(int offset, long value)
+    {
+        ref long cell = ref *(long*)At(offset, 8);
+        Volatile.Write(ref cell, Volatile.Read(ref cell) + value);
+    }
+
     /// <summary>Atomically decrements a non-zero u64; true when it was non-zero.</summary>
     public bool TryDecrement64(int offset)
     {
