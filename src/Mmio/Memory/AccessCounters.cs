@@ -70,6 +70,17 @@ public sealed class AccessCounters
         }
     }
 
+    /// <summary>A burst of <paramref name="transactions"/> stores, <paramref name="bytes"/> in
+    /// all, starting at <paramref name="address"/> (one range: counted or not as a whole).</summary>
+    internal void Write(nint address, int bytes, int transactions)
+    {
+        if (address >= _start && address < _end)
+        {
+            Interlocked.Add(ref _writes, transactions);
+            Interlocked.Add(ref _writtenBytes, bytes);
+        }
+    }
+
     internal void Barrier() => Interlocked.Increment(ref _barriers);
 
     public override string ToString() => $"reads {Reads} ({ReadBytes} B), writes {Writes} ({WrittenBytes} B), barriers {Barriers}";
