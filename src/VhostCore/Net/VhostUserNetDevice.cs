@@ -56,6 +56,11 @@ public sealed class VhostUserNetDevice : IVhostUserDevice
             net |= VirtioNetFeatures.Mac;
         }
 
+        if (options.InOrder)
+        {
+            features |= VirtioFeatures.InOrder;
+        }
+
         Features = (ulong)features | (ulong)net | VhostUserConstants.ProtocolFeaturesBit;
     }
 

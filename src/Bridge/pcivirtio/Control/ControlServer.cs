@@ -40,7 +40,8 @@ public sealed partial class ControlServer : BackgroundService
         // Bind before the host reports started (and systemd hears READY=1), so `stats`
         // works the moment the daemon says it runs.
         string? dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(_path));
-        if (dir is not null && !Directory.Exists(dir))
+        // (Linux only, as the whole program; the guards keep the platform analyzer content.)
+        if (dir is not null && !Directory.Exists(dir) && !OperatingSystem.IsWindows())
         {
             Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute
                 | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
@@ -51,7 +52,11 @@ public sealed partial class ControlServer : BackgroundService
         try
         {
             listener.Bind(new UnixDomainSocketEndPoint(_path));
-            File.SetUnixFileMode(_path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite);
+            if (!OperatingSystem.IsWindows())
+            {
+                File.SetUnixFileMode(_path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite);
+            }
+
             listener.Listen(16);
         }
         catch (SocketException e)
@@ -69,7 +74,28 @@ public sealed partial class ControlServer : BackgroundService
     {
         // Cancel the accept loop first, then close the socket under it.
         await base.StopAsync(cancellationToken).ConfigureAwait(false);
-        _listener?.Dispose();
+        Close();
+    }
+
+    public override void Dispose()
+    {
+        // A host whose start failed after this service started is disposed without being
+        // stopped: the socket file goes here then.
+        Close();
+        base.Dispose();
+    }
+
+    /// <summary>Closes the listener and removes the socket file, once (a later daemon may
+    /// have bound the path since).</summary>
+    private void Close()
+    {
+        var listener = Interlocked.Exchange(ref _listener, null);
+        if (listener is null)
+        {
+            return;
+        }
+
+        listener.Dispose();
         try
         {
             File.Delete(_path);
@@ -77,12 +103,6 @@ public sealed partial class ControlServer : BackgroundService
         catch (IOException)
         {
         }
-    }
-
-    public override void Dispose()
-    {
-        _listener?.Dispose();
-        base.Dispose();
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)

@@ -94,11 +94,16 @@ public static class DaemonHost
         builder.Services.AddSingleton(settings);
         builder.Services.AddSingleton<RunningDevices>();
         builder.Services.AddSingleton<PciVirtioMetrics>();
-        builder.Services.AddHostedService<DevicesService>();
+
+        // The control socket first: the host does not stop the services that started when a
+        // later one fails, so the devices, which roll themselves back, start last. (A control
+        // socket another daemon holds then fails the start before any device is up.)
         if (settings.ResolvedControlSocket is { Length: > 0 } control)
         {
             builder.Services.AddHostedService(sp => new ControlServer(control, sp.GetRequiredService<RunningDevices>(), sp.GetRequiredService<ILogger<ControlServer>>()));
         }
+
+        builder.Services.AddHostedService<DevicesService>();
 
         var host = builder.Build();
 
