@@ -25,6 +25,7 @@ internal sealed class LinkQueuePair : INetPort
     private readonly GuestMemory<NtbMemoryAccessor> _txMemory;
     private readonly QueueState _state;
     private readonly ulong _txBufferBase;
+    private nint _txBufferHost;
     private readonly DescriptorChain[] _chains = new DescriptorChain[Batch];
     private readonly IoSegment[] _segments = new IoSegment[1024];
     private readonly UsedBuffer[] _used = new UsedBuffer[Batch];
@@ -93,6 +94,14 @@ internal sealed class LinkQueuePair : INetPort
             return false;
         }
 
+        // The buffer area is one range of the peer's window for the life of the rings, so it
+        // is translated once here, not twice per frame (a check, then the copy) on the data path.
+        if (!_txMemory.Table.TryTranslate(_txBufferBase, _buffers.Size, out _txBufferHost))
+        {
+            Tx.Break(QueueError.BufferOutOfMemory, $"the transmit buffer area (0x{_txBufferBase:x}, {_buffers.Size} bytes) is not inside the peer's window");
+            return false;
+        }
+
         if (Polling)
         {
             // Neither kicks nor used doorbells: the poller looks at both rings.
@@ -156,8 +165,9 @@ internal sealed class LinkQueuePair : INetPort
 
         // payload → (the driver's release store of avail.idx orders it) → index → doorbell.
         // Segments may describe more than the frame (a backend's whole bounce buffer):
-        // copy exactly length bytes.
-        ulong address = _txBufferBase + offset;
+        // copy exactly length bytes. The allocator keeps the frame inside the area.
+        var access = _txMemory.Access;
+        nint at = _txBufferHost + (nint)offset;
         int remaining = length;
         foreach (ref readonly var s in frame)
         {
@@ -169,15 +179,10 @@ internal sealed class LinkQueuePair : INetPort
             int n = (int)Math.Min(s.Length, (uint)remaining);
             unsafe
             {
-                if (!_txMemory.TryWrite(address, new ReadOnlySpan<byte>((void*)s.Host, n)))
-                {
-                    _buffers.Release(slot);
-                    Dropped($"a {length}-byte frame at link address 0x{address:x} is outside the peer's window");
-                    return ReceiveResult.Dropped;
-                }
+                access.CopyTo(at, new ReadOnlySpan<byte>((void*)s.Host, n));
             }
 
-            address += (uint)n;
+            at += n;
             remaining -= n;
         }
 

@@ -29,6 +29,9 @@ internal sealed class TransmitBufferRing
 
     public int InFlight => _count;
 
+    /// <summary>Bytes of the area.</summary>
+    public ulong Size => _size;
+
     public ulong FreeBytes => _size - (_head - _tail);
 
     /// <summary>Takes <paramref name="length"/> contiguous bytes; false when they are not free
