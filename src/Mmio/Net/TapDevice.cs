@@ -147,6 +147,13 @@ public sealed unsafe class TapDevice : IDisposable
         set
         {
             ThrowIfDisposed();
+
+            // Unchanged: no SIOCSIFMTU, which needs CAP_NET_ADMIN (see SetUp).
+            if (InterfaceRequest(Name, TunIoctl.GetMtu, TunIoctl.GetMtuCall).Value == value)
+            {
+                return;
+            }
+
             IfReq request = IfReq.For(Name);
             request.Value = value;
             InterfaceRequest(ref request, TunIoctl.SetMtu, TunIoctl.SetMtuCall);
@@ -207,7 +214,15 @@ public sealed unsafe class TapDevice : IDisposable
         ThrowIfDisposed();
         IfReq request = InterfaceRequest(Name, TunIoctl.GetInterfaceFlags, TunIoctl.GetInterfaceFlagsCall);
         var flags = (InterfaceFlags)request.Flags;
-        request.Flags = (ushort)(up ? flags | InterfaceFlags.Up : flags & ~InterfaceFlags.Up);
+        var wanted = up ? flags | InterfaceFlags.Up : flags & ~InterfaceFlags.Up;
+        if (wanted == flags)
+        {
+            // Already so: asking again would need CAP_NET_ADMIN, which a service attaching to
+            // a TAP its administrator created (owned by the service's user) does not have.
+            return;
+        }
+
+        request.Flags = (ushort)wanted;
         InterfaceRequest(ref request, TunIoctl.SetInterfaceFlags, TunIoctl.SetInterfaceFlagsCall);
     }
 

@@ -19,7 +19,7 @@ public sealed class NtbOpenOptions
 public static class NtbHardware
 {
     /// <summary>The spec forms, for messages and help text.</summary>
-    public const string SpecForms = "hw-sim:SOCKET[#PORT] (a running 'pcivirtio-hwsim serve'; port 0 or 1, default 0) or vfio:BDF (an ivshmem-doorbell device bound to vfio-pci, e.g. vfio:0000:00:04.0)";
+    public const string SpecForms = "hw-sim:SOCKET[#PORT] (a running 'pcivirtio sim serve'; port 0 or 1, default 0) or vfio:BDF (an ivshmem-doorbell device bound to vfio-pci, e.g. vfio:0000:00:04.0)";
 
     private const string HwSimPrefix = "hw-sim:";
     private const string VfioPrefix = "vfio:";

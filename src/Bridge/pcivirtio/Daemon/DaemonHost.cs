@@ -90,6 +90,13 @@ public static class DaemonHost
 
         builder.Services.AddMetrics();
         builder.Services.AddSystemd();
+
+        // Under systemd, AddSystemd picks the systemd formatter; a formatter the operator
+        // named in the configuration (json for a log shipper) still wins.
+        if (builder.Configuration["Logging:Console:FormatterName"] is { Length: > 0 } formatter)
+        {
+            builder.Services.PostConfigure<ConsoleLoggerOptions>(o => o.FormatterName = formatter);
+        }
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(settings.ShutdownSeconds));
         builder.Services.AddSingleton(settings);
         builder.Services.AddSingleton<RunningDevices>();

@@ -99,8 +99,9 @@ public sealed partial class DevicesService : IHostedService
         {
             end = TapLinkEnd.Start(NtbHardware.Open(l.Hardware!), l.Tap, l.Mtu, new LinkOptions { Name = name, Offer = offer, Poll = l.Poll }, _loggers);
         }
-        catch (Exception e) when (e is Mmio.Interop.NativeCallException or IOException or InvalidOperationException or TimeoutException or UnauthorizedAccessException or ArgumentException)
+        catch (Exception e) when (e is Mmio.Interop.NativeCallException or IOException or InvalidDataException or InvalidOperationException or TimeoutException or UnauthorizedAccessException or ArgumentException)
         {
+            // (InvalidDataException: the socket answers, but not as hw-sim.)
             throw new DaemonStartException($"link {name} ({l.Hardware}): {e.Message}", e);
         }
 

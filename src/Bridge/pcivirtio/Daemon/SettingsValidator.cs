@@ -60,9 +60,9 @@ public static class SettingsValidator
             var b = settings.Backends[i];
             errors.AddRange(ValidateBackend(b, k => $"{prefix}:{k}"));
             Unique(names, BackendName(b, i), $"{prefix}:Name", "name");
-            foreach (string s in b.AllSockets)
+            for (int s = 0; s < b.AllSockets.Count; s++)
             {
-                Unique(sockets, s, $"{prefix}:Socket", "socket");
+                Unique(sockets, b.AllSockets[s], SocketKey(b, s, k => $"{prefix}:{k}"), "socket");
             }
 
             Unique(taps, b.Tap, $"{prefix}:Tap", "TAP");
@@ -163,11 +163,11 @@ public static class SettingsValidator
             yield return $"{key("Sockets")}: both sockets are '{all[0]}'";
         }
 
-        foreach (string s in all)
+        for (int i = 0; i < all.Count; i++)
         {
-            if (CheckSocketPath(s, mustHaveDirectory: !b.Client) is { } bad)
+            if (CheckSocketPath(all[i], mustHaveDirectory: !b.Client) is { } bad)
             {
-                yield return $"{key("Socket")}: {bad}";
+                yield return $"{SocketKey(b, i, key)}: {bad}";
             }
         }
 
@@ -181,9 +181,12 @@ public static class SettingsValidator
             yield return $"{key("Queues")}: {b.Queues} is not in 1..{MaxQueuePairs}";
         }
 
-        if (b.Mtu is { } mtu && mtu is < 68 or > 65535)
+        // A TAP takes at most 65521 (its frames, Ethernet header included, stay within
+        // 65535); two devices joined port to port have no TAP to refuse more.
+        int maxMtu = all.Count == 2 ? 65535 : 65521;
+        if (b.Mtu is { } mtu && (mtu < 68 || mtu > maxMtu))
         {
-            yield return $"{key("Mtu")}: {mtu} is not in 68..65535";
+            yield return $"{key("Mtu")}: {mtu} is not in 68..{maxMtu}";
         }
 
         if (CheckInterfaceName(b.Tap) is { } tap)
@@ -195,6 +198,23 @@ public static class SettingsValidator
         {
             yield return $"{key("Name")}: {name}";
         }
+    }
+
+    /// <summary>The key a backend's socket <paramref name="index"/> came from: Socket, or an
+    /// entry of Sockets.</summary>
+    private static string SocketKey(VhostBackendSettings b, int index, Func<string, string> key)
+    {
+        if (key("Sockets") is var flag && flag.StartsWith("--", StringComparison.Ordinal))
+        {
+            return flag; // a command line flag, given once per socket
+        }
+
+        if (b.Socket is { Length: > 0 })
+        {
+            return index == 0 ? key("Socket") : $"{key("Sockets")}:{index - 1}";
+        }
+
+        return $"{key("Sockets")}:{index}";
     }
 
     /// <summary>Problems of one link end.</summary>

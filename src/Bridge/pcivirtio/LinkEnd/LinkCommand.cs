@@ -34,7 +34,7 @@ public static class LinkCommand
         {
             end = TapLinkEnd.Start(NtbHardware.Open(hw), tap, mtu, new LinkOptions { Name = settings.Name ?? tap ?? "link", Offer = offer, Poll = poll }, loggers);
         }
-        catch (Exception e) when (e is Mmio.Interop.NativeCallException or ArgumentException or IOException or InvalidOperationException or TimeoutException or UnauthorizedAccessException)
+        catch (Exception e) when (e is Mmio.Interop.NativeCallException or ArgumentException or IOException or InvalidDataException or InvalidOperationException or TimeoutException or UnauthorizedAccessException)
         {
             output.WriteLine($"pcivirtio link: {e.Message}");
             return 1;
