@@ -24,9 +24,11 @@ internal static class LinkCli
         var stats = CliOptions.Seconds("--stats", "Print state and throughput every this many seconds (0: never)", 1, zeroAllowed: true);
         var poll = CliOptions.Flag("--poll", "Busy-poll the rings (lowest latency, one core spins) instead of doorbells");
         var verbose = CliOptions.Flag("--verbose", "Debug logging");
+        var peerId = new Option<uint?>("--peer-id") { Description = "vfio: only: the other side's ivshmem IVPosition (default: 1 when ours is 0, else 0)" };
+        var noIommu = CliOptions.Flag("--no-iommu", "vfio: only: accept vfio-pci's unsafe no-IOMMU mode (machines without an IOMMU)");
         var command = new Command("link", "One end of a host-to-host link over an NTB, as a TAP interface")
         {
-            hw, name, tap, mtu, address, queues, queueSize, bufferSize, duration, stats, poll, verbose,
+            hw, name, tap, mtu, address, queues, queueSize, bufferSize, duration, stats, poll, verbose, peerId, noIommu,
         };
         LinkEndSettings Settings(CommandResult r) => new()
         {
@@ -39,6 +41,8 @@ internal static class LinkCli
             QueueSize = r.GetValue(queueSize),
             BufferSize = r.GetValue(bufferSize),
             Poll = r.GetValue(poll),
+            PeerId = r.GetValue(peerId),
+            NoIommu = r.GetValue(noIommu),
         };
         command.SetAction(parse => CliOptions.Refuse(parse, SettingsValidator.ValidateLink(Settings(parse.CommandResult), Flag))
             ? PciVirtioCli.UsageError
@@ -51,6 +55,8 @@ internal static class LinkCli
         "Hardware" => "--hw",
         "QueueSize" => "--queue-size",
         "BufferSize" => "--buffer-size",
+        "PeerId" => "--peer-id",
+        "NoIommu" => "--no-iommu",
         _ => "--" + setting.ToLowerInvariant(),
     };
 }

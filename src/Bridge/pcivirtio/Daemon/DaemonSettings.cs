@@ -111,4 +111,24 @@ public sealed class LinkEndSettings
 
     /// <summary>Busy-poll the rings instead of doorbells.</summary>
     public bool Poll { get; set; }
+
+    /// <summary><c>vfio:</c> only: the other side's ivshmem IVPosition, when the two ends are
+    /// not the server's first two peers (ids 0 and 1).</summary>
+    public uint? PeerId { get; set; }
+
+    /// <summary><c>vfio:</c> only: accept vfio-pci's no-IOMMU mode (a machine without an
+    /// IOMMU, where the module was loaded with enable_unsafe_noiommu_mode=1). The device can
+    /// then reach all memory; only for machines dedicated to it.</summary>
+    public bool NoIommu { get; set; }
+
+    /// <summary>What <see cref="Bridge.Hardware.NtbHardware.Open"/> needs for this end.</summary>
+    public Bridge.Hardware.NtbOpenOptions OpenOptions(Microsoft.Extensions.Logging.ILogger? logger) => new()
+    {
+        Ivshmem = new Bridge.Hardware.IvshmemNtbOptions
+        {
+            PeerId = PeerId,
+            Vfio = NoIommu ? new Mmio.Vfio.VfioOpenOptions { AllowNoIommu = true } : null,
+            Logger = logger,
+        },
+    };
 }

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using PciVirtio.Bridge.Hardware;
 using PciVirtio.Bridge.Link;
 using PciVirtio.Host.Serve;
+using PciVirtio.VhostCore.Logging;
 
 namespace PciVirtio.Host.Daemon;
 
@@ -97,7 +98,8 @@ public sealed partial class DevicesService : IHostedService
         TapLinkEnd end;
         try
         {
-            end = TapLinkEnd.Start(NtbHardware.Open(l.Hardware!), l.Tap, l.Mtu, new LinkOptions { Name = name, Offer = offer, Poll = l.Poll }, _loggers);
+            var hardwareLogger = _loggers.CreateLogger("PciVirtio.Hardware").WithScope("Link", name);
+            end = TapLinkEnd.Start(NtbHardware.Open(l.Hardware!, l.OpenOptions(hardwareLogger)), l.Tap, l.Mtu, new LinkOptions { Name = name, Offer = offer, Poll = l.Poll }, _loggers);
         }
         catch (Exception e) when (e is Mmio.Interop.NativeCallException or IOException or InvalidDataException or InvalidOperationException or TimeoutException or UnauthorizedAccessException or ArgumentException)
         {

@@ -100,6 +100,7 @@ public static class SettingsValidator
     [
         nameof(LinkEndSettings.Name), nameof(LinkEndSettings.Hardware), nameof(LinkEndSettings.Tap), nameof(LinkEndSettings.Mtu), nameof(LinkEndSettings.Address),
         nameof(LinkEndSettings.Queues), nameof(LinkEndSettings.QueueSize), nameof(LinkEndSettings.BufferSize), nameof(LinkEndSettings.Poll),
+        nameof(LinkEndSettings.PeerId), nameof(LinkEndSettings.NoIommu),
     ];
 
     /// <summary>Keys under <paramref name="section"/> (the PciVirtio section) that no setting
@@ -243,6 +244,17 @@ public static class SettingsValidator
         if (l.BufferSize < 256 || l.BufferSize % 64 != 0 || l.BufferSize > (1 << 20))
         {
             yield return $"{key("BufferSize")}: {l.BufferSize} is not a multiple of 64 in 256..1048576";
+        }
+
+        bool vfio = l.Hardware?.StartsWith("vfio:", StringComparison.Ordinal) == true;
+        if (!vfio && l.PeerId is not null)
+        {
+            yield return $"{key("PeerId")}: only for vfio: hardware (ivshmem)";
+        }
+
+        if (!vfio && l.NoIommu)
+        {
+            yield return $"{key("NoIommu")}: only for vfio: hardware";
         }
 
         if (l.Address is not null && CheckCidr(l.Address) is { } address)

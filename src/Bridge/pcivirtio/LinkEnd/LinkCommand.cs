@@ -32,7 +32,7 @@ public static class LinkCommand
         TapLinkEnd end;
         try
         {
-            end = TapLinkEnd.Start(NtbHardware.Open(hw), tap, mtu, new LinkOptions { Name = settings.Name ?? tap ?? "link", Offer = offer, Poll = poll }, loggers);
+            end = TapLinkEnd.Start(NtbHardware.Open(hw, settings.OpenOptions(loggers.CreateLogger("PciVirtio.Hardware"))), tap, mtu, new LinkOptions { Name = settings.Name ?? tap ?? "link", Offer = offer, Poll = poll }, loggers);
         }
         catch (Exception e) when (e is Mmio.Interop.NativeCallException or ArgumentException or IOException or InvalidDataException or InvalidOperationException or TimeoutException or UnauthorizedAccessException)
         {
