@@ -275,8 +275,9 @@ public sealed class LinkProcessTests(ITestOutputHelper output)
     }
 
     /// <summary>A built program of this repository: its apphost (told where the running .NET
-    /// is), or <c>dotnet</c> with its dll when there is no apphost.</summary>
-    private sealed record Executable(string Program, IReadOnlyList<string> Prefix)
+    /// is), or <c>dotnet</c> with its dll when there is no apphost; or any program on PATH
+    /// (<c>new Executable("ip", [])</c>).</summary>
+    internal sealed record Executable(string Program, IReadOnlyList<string> Prefix)
     {
         public static readonly Lazy<Executable> HwSim = new(() => Find("pcivirtio-hwsim", "HwSim", "hw-sim"));
         public static readonly Lazy<Executable> Pcivirtio = new(() => Find("pcivirtio", "pcivirtio", Path.Combine("src", "Bridge", "pcivirtio")));
@@ -466,8 +467,9 @@ public sealed class LinkProcessTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>A process of ours in this namespace (hw-sim): output lines, bounded waits, killed by pid.</summary>
-    private sealed class HostProcess : IDisposable
+    /// <summary>A process of ours in this namespace (hw-sim, the daemon): output lines, bounded
+    /// waits, killed by pid.</summary>
+    internal sealed class HostProcess : IDisposable
     {
         private readonly Process _process;
         private readonly List<string> _lines = [];
@@ -490,6 +492,39 @@ public sealed class LinkProcessTests(ITestOutputHelper output)
             var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {executable.Program}");
             log($"  pid {process.Id}");
             return new HostProcess(process, log);
+        }
+
+        public int Pid => _process.Id;
+
+        /// <summary>The exit code once it exited, else null.</summary>
+        public int? ExitCode => _process.HasExited ? _process.ExitCode : null;
+
+        /// <summary>The stdout and stderr lines so far.</summary>
+        public IReadOnlyList<string> Lines
+        {
+            get
+            {
+                lock (_lines)
+                {
+                    return [.. _lines];
+                }
+            }
+        }
+
+        /// <summary>Waits for the process to exit and its output to end; false when it still
+        /// runs after <paramref name="timeout"/>.</summary>
+        public async Task<bool> WaitForExitAsync(TimeSpan timeout)
+        {
+            using var limit = new CancellationTokenSource(timeout);
+            try
+            {
+                await _process.WaitForExitAsync(limit.Token);
+                return true;
+            }
+            catch (OperationCanceledException)
+            {
+                return false;
+            }
         }
 
         /// <summary>Runs to completion within <paramref name="timeout"/> (killed by pid after it).</summary>
