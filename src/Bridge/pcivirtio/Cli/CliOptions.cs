@@ -17,8 +17,7 @@ internal static class CliOptions
 
         option.Validators.Add(r =>
         {
-            int v = r.GetValueOrDefault<int>();
-            if (v < min || v > max)
+            if (Converted(r.GetValueOrDefault<int>, out int v) && (v < min || v > max))
             {
                 r.AddError($"{name}: {v} is not in {min}..{max}");
             }
@@ -31,7 +30,7 @@ internal static class CliOptions
         var option = new Option<int?>(name) { Description = description };
         option.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<int?>() is { } v && (v < min || v > max))
+            if (Converted(r.GetValueOrDefault<int?>, out int? value) && value is { } v && (v < min || v > max))
             {
                 r.AddError($"{name}: {v} is not in {min}..{max}");
             }
@@ -44,8 +43,7 @@ internal static class CliOptions
         var option = new Option<double>(name) { Description = description, DefaultValueFactory = _ => fallback };
         option.Validators.Add(r =>
         {
-            double v = r.GetValueOrDefault<double>();
-            if (double.IsNaN(v) || v < 0 || (v == 0 && !zeroAllowed) || v > 31_536_000)
+            if (Converted(r.GetValueOrDefault<double>, out double v) && (double.IsNaN(v) || v < 0 || (v == 0 && !zeroAllowed) || v > 31_536_000))
             {
                 r.AddError($"{name}: {v} is not a {(zeroAllowed ? "non-negative" : "positive")} number of seconds");
             }
@@ -58,12 +56,29 @@ internal static class CliOptions
         var option = new Option<double?>(name) { Description = description };
         option.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<double?>() is { } v && (double.IsNaN(v) || v <= 0 || v > 31_536_000))
+            if (Converted(r.GetValueOrDefault<double?>, out double? value) && value is { } v && (double.IsNaN(v) || v <= 0 || v > 31_536_000))
             {
                 r.AddError($"{name}: {v} is not a positive number of seconds");
             }
         });
         return option;
+    }
+
+    /// <summary>The value a validator checks. Validators run before the parser converts the
+    /// text, and asking for a value that is not one (<c>--queues many</c>) throws; such a value
+    /// is left to the parser, which reports it as a parse error naming the option.</summary>
+    public static bool Converted<T>(Func<T> value, out T result)
+    {
+        try
+        {
+            result = value();
+            return true;
+        }
+        catch (InvalidOperationException)
+        {
+            result = default!;
+            return false;
+        }
     }
 
     public static Option<bool> Flag(string name, string description) => new(name) { Description = description };

@@ -14,7 +14,7 @@ internal static class DemoCli
         var frames = new Option<long>("--frames") { Description = "Ring demo: frames to send", DefaultValueFactory = _ => 5_000_000 };
         frames.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<long>() <= 0)
+            if (CliOptions.Converted(r.GetValueOrDefault<long>, out long n) && n <= 0)
             {
                 r.AddError("--frames: must be positive");
             }
@@ -23,8 +23,7 @@ internal static class DemoCli
         var queueSize = CliOptions.Int("--queue-size", "Ring demo: ring size, a power of two", 2, 32768, 256);
         queueSize.Validators.Add(r =>
         {
-            int q = r.GetValueOrDefault<int>();
-            if ((q & (q - 1)) != 0)
+            if (CliOptions.Converted(r.GetValueOrDefault<int>, out int q) && (q & (q - 1)) != 0)
             {
                 r.AddError($"--queue-size: {q} is not a power of two");
             }

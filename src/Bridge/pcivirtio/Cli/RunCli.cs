@@ -27,18 +27,45 @@ internal static class RunCli
         command.SetAction(parse =>
         {
             var overrides = parse.UnmatchedTokens.ToList();
-            foreach (string token in overrides)
+            if (CheckOverrides(overrides) is { } problem)
             {
-                if (!token.StartsWith("--", StringComparison.Ordinal) && !token.StartsWith('/'))
-                {
-                    output.WriteLine($"pcivirtio run: '{token}' is neither an option nor a --Key=value setting");
-                    return PciVirtioCli.UsageError;
-                }
+                output.WriteLine($"pcivirtio run: {problem}");
+                return PciVirtioCli.UsageError;
             }
 
             return Run(parse.GetValue(config), overrides, parse.GetValue(check), output);
         });
         return command;
+    }
+
+    /// <summary>Settings are <c>--Section:Key=value</c> or <c>--Section:Key value</c>. Every
+    /// setting lives in a section (PciVirtio:, Logging:), so a flag without one is a mistyped
+    /// option (<c>--chek</c>), which the configuration would silently ignore and the daemon
+    /// would start instead of checking.</summary>
+    internal static string? CheckOverrides(IReadOnlyList<string> tokens)
+    {
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            string token = tokens[i];
+            if (!token.StartsWith("--", StringComparison.Ordinal))
+            {
+                return $"'{token}' is neither an option nor a --Key=value setting";
+            }
+
+            int equals = token.IndexOf('=', StringComparison.Ordinal);
+            string key = equals < 0 ? token[2..] : token[2..equals];
+            if (!key.Contains(':', StringComparison.Ordinal) || key.StartsWith(':') || key.EndsWith(':'))
+            {
+                return $"'{token}' is not an option of run, nor a setting (--PciVirtio:Key=value)";
+            }
+
+            if (equals < 0 && ++i == tokens.Count)
+            {
+                return $"'{token}' has no value (--{key}=value or --{key} value)";
+            }
+        }
+
+        return null;
     }
 
     public static int Run(string? configFile, IReadOnlyList<string> overrides, bool checkOnly, TextWriter output)

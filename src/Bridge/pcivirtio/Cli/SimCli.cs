@@ -30,8 +30,7 @@ internal static class SimCli
         var windowSize = new Option<ulong>("--window-size") { Description = "Bytes per window", DefaultValueFactory = _ => 1UL << 20 };
         windowSize.Validators.Add(r =>
         {
-            ulong v = r.GetValueOrDefault<ulong>();
-            if (v < 4096 || v > (1UL << 30) || (v & (v - 1)) != 0)
+            if (CliOptions.Converted(r.GetValueOrDefault<ulong>, out ulong v) && (v < 4096 || v > (1UL << 30) || (v & (v - 1)) != 0))
             {
                 r.AddError($"--window-size: {v} is not a power of two in 4096..1073741824");
             }
@@ -78,7 +77,7 @@ internal static class SimCli
                 value = new Argument<long>(valueName) { Description = valueName };
                 value.Validators.Add(r =>
                 {
-                    if (r.GetValueOrDefault<long>() < 0)
+                    if (CliOptions.Converted(r.GetValueOrDefault<long>, out long v) && v < 0)
                     {
                         r.AddError($"{name}: {valueName} must not be negative");
                     }
