@@ -1,6 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
-using HwSimProgram = PciVirtio.HwSim.Program;
+using HwSimProgram = PciVirtio.HwSim.HwSimCommandLine;
 
 namespace PciVirtio.Host.Cli;
 
@@ -59,7 +59,7 @@ internal static class SimCli
                 args.AddRange(["--duration", d.ToString(CultureInfo.InvariantCulture)]);
             }
 
-            return HwSimProgram.Main([.. args]);
+            return HwSimProgram.Run([.. args]);
         });
         return command;
     }
@@ -93,7 +93,7 @@ internal static class SimCli
                     args.Add(parse.GetValue(value).ToString(CultureInfo.InvariantCulture));
                 }
 
-                return HwSimProgram.Main([.. args]);
+                return HwSimProgram.Run([.. args]);
             });
             command.Add(sub);
         }
@@ -113,7 +113,7 @@ internal static class SimCli
         var socket = Socket("The running hw-sim's socket");
         var json = CliOptions.Flag("--json", "As JSON");
         var command = new Command("stats", "A running hw-sim's counters: remote reads and writes, doorbells, interrupts, link changes") { socket, json };
-        command.SetAction(parse => HwSimProgram.Main(parse.GetValue(json) ? ["stats", "--socket", parse.GetValue(socket)!, "--json"] : ["stats", "--socket", parse.GetValue(socket)!]));
+        command.SetAction(parse => HwSimProgram.Run(parse.GetValue(json) ? ["stats", "--socket", parse.GetValue(socket)!, "--json"] : ["stats", "--socket", parse.GetValue(socket)!]));
         return command;
     }
 

@@ -8,10 +8,11 @@ using PciVirtio.HwSim.Server;
 namespace PciVirtio.HwSim;
 
 /// <summary>
-/// <c>pcivirtio-hwsim</c>: <c>serve</c> runs the emulated NTB, <c>fault</c> injects a fault,
+/// The command line of hw-sim, shared by the standalone <c>pcivirtio-hwsim</c> (hw-sim/Cli)
+/// and <c>pcivirtio sim</c>: <c>serve</c> runs the emulated NTB, <c>fault</c> injects a fault,
 /// <c>stats</c> prints the counters, <c>peer</c> is one end of a data exchange (tests, demos).
 /// </summary>
-public static class Program
+public static class HwSimCommandLine
 {
     private const string Usage = """
         usage:
@@ -23,7 +24,7 @@ public static class Program
 
     private static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
 
-    public static int Main(string[] args)
+    public static int Run(string[] args)
     {
         try
         {
