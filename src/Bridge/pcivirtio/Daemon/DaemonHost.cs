@@ -33,26 +33,23 @@ public static class DaemonHost
         }
 
         // Unknown keys are errors: a misspelt "Queus" silently ignored would run a device
-        // the operator did not ask for. Named with their full key, as every other error.
-        var unknown = SettingsValidator.UnknownKeys(configuration.GetSection(DaemonSettings.Section));
-        if (unknown.Count > 0)
-        {
-            return (null, unknown, configuration);
-        }
-
+        // the operator did not ask for. Named with their full key, as every other error, and
+        // reported together with the other problems, so one round of fixes is enough.
+        var errors = SettingsValidator.UnknownKeys(configuration.GetSection(DaemonSettings.Section));
         var settings = new DaemonSettings();
         try
         {
             // The binder's own unknown-key check stays as a backstop for anything the walk
-            // above does not know.
-            configuration.GetSection(DaemonSettings.Section).Bind(settings, o => o.ErrorOnUnknownConfiguration = true);
+            // above does not know (when the walk found some, they are reported already).
+            configuration.GetSection(DaemonSettings.Section).Bind(settings, o => o.ErrorOnUnknownConfiguration = errors.Count == 0);
         }
         catch (InvalidOperationException e)
         {
-            return (null, [$"configuration: {e.Message}"], configuration);
+            errors.Add($"configuration: {e.Message}");
+            return (null, errors, configuration);
         }
 
-        var errors = SettingsValidator.Validate(settings);
+        errors.AddRange(SettingsValidator.Validate(settings));
         return (errors.Count == 0 ? settings : null, errors, configuration);
     }
 
