@@ -154,9 +154,11 @@ public readonly struct IoMemoryAccessor(AccessCounters? counters) : IMemoryAcces
     /// the link's largest per-packet cost. Wide stores are valid on every mapping a BAR gets:
     /// on x86 an aligned 16- or 32-byte store to uncached (UC) memory is one ordered bus
     /// write (or split into smaller ordered ones, never torn across its alignment), and to
-    /// write-combining (WC) memory it fills part of a WC buffer, which the full barrier
-    /// (a locked instruction) before the index store drains; on ARM64 a 16-byte aligned
-    /// store to Device memory is permitted (only unaligned ones fault). Nothing here is
+    /// write-combining (WC) memory it fills part of a combining buffer exactly as the 8-byte
+    /// stores did, so the ordering question there (the barrier before the index store) is
+    /// the one it always was; on ARM64 a 16-byte aligned store to Device memory is
+    /// permitted (only unaligned ones fault). Not non-temporal stores: into hw-sim's window
+    /// (ordinary memory) they made a 1500-byte frame three times dearer. Nothing here is
     /// read back, and the order that matters (payload, barrier, index, doorbell) is kept by
     /// <see cref="StoreReleaseU16"/>: the JIT does not move stores across that barrier.
     /// Only the destination is aligned; the source is ordinary memory, read unaligned.
