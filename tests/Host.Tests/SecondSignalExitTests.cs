@@ -15,7 +15,8 @@ public sealed class SecondSignalExitTests
     public void The_second_signal_exits_with_its_code(PosixSignal first, PosixSignal second, int code)
     {
         var exits = new List<int>();
-        using var exit = new SecondSignalExit(exits.Add);
+        var now = TimeSpan.FromSeconds(100);
+        using var exit = new SecondSignalExit(exits.Add, () => now);
         Assert.Equal(0, exit.Signals);
 
         var context = new PosixSignalContext(first);
@@ -26,17 +27,28 @@ public sealed class SecondSignalExitTests
         // The first is the host's to handle: not cancelled here.
         Assert.False(context.Cancel);
 
+        // Within the echo window it is the same request (a relayed copy).
+        now += SecondSignalExit.Echo / 2;
+        exit.OnSignal(new PosixSignalContext(second));
+        Assert.Empty(exits);
+
+        now += SecondSignalExit.Echo;
         exit.OnSignal(new PosixSignalContext(second));
         Assert.Equal([code], exits);
-        Assert.Equal(2, exit.Signals);
+        Assert.Equal(3, exit.Signals);
     }
 
     [Fact]
     public void Signals_that_race_exit_once_per_signal_after_the_first()
     {
         int exits = 0;
-        using var exit = new SecondSignalExit(_ => Interlocked.Increment(ref exits));
-        Parallel.For(0, 64, _ => exit.OnSignal(new PosixSignalContext(PosixSignal.SIGTERM)));
+        var now = TimeSpan.Zero;
+        using var exit = new SecondSignalExit(_ => Interlocked.Increment(ref exits), () => now);
+        exit.OnSignal(new PosixSignalContext(PosixSignal.SIGTERM));
+
+        // Well after the first: every one of these is a second request.
+        now = TimeSpan.FromSeconds(10);
+        Parallel.For(0, 63, _ => exit.OnSignal(new PosixSignalContext(PosixSignal.SIGTERM)));
         Assert.Equal(64, exit.Signals);
         Assert.Equal(63, exits);
     }
