@@ -8,7 +8,8 @@ using HostProcess = PciVirtio.Integration.Tests.LinkProcessTests.HostProcess;
 
 namespace PciVirtio.Integration.Tests;
 
-/// <summary>A fact that needs root and util-linux's <c>unshare</c> (a PID namespace).</summary>
+/// <summary>A fact that needs root and util-linux's <c>unshare</c> (a PID namespace) and
+/// <c>runuser</c> (another user).</summary>
 public sealed class SystemdNotifyFactAttribute : FactAttribute
 {
     public SystemdNotifyFactAttribute()
@@ -17,9 +18,9 @@ public sealed class SystemdNotifyFactAttribute : FactAttribute
         {
             Skip = "needs root (a PID namespace for the daemon)";
         }
-        else if (DaemonProcessTests.FindOnPath("unshare") is null)
+        else if (DaemonProcessTests.FindOnPath("unshare") is null || DaemonProcessTests.FindOnPath("runuser") is null)
         {
-            Skip = "needs unshare (util-linux)";
+            Skip = "needs unshare and runuser (util-linux)";
         }
     }
 }
@@ -84,6 +85,88 @@ public sealed class DaemonSystemdTests(ITestOutputHelper output)
         }
     }
 
+    [SystemdNotifyFact(Timeout = 120_000)]
+    public async Task As_an_unprivileged_user_the_daemon_serves_vhost_user_from_a_directory_it_owns_and_says_plainly_that_a_tap_needs_cap_net_admin()
+    {
+        string runuser = DaemonProcessTests.FindOnPath("runuser")!;
+        var work = Directory.CreateTempSubdirectory("pcivirtio-nobody-");
+        HostProcess? daemon = null;
+        try
+        {
+            // What a unit's RuntimeDirectory= gives the service user: a directory of its own.
+            const string User = "nobody";
+            Assert.Equal(0, (await HostProcess.RunAsync(new Executable("chown", []), [User, work.FullName], Timeout)).ExitCode);
+
+            // The build output may sit below a directory only root can enter (/root): the
+            // user runs a copy of it from the directory it owns.
+            var pcivirtio = CopyProgram(Executable.Pcivirtio.Value, Path.Combine(work.FullName, "program"));
+            var asUser = new Executable(runuser, ["-u", User, "--", pcivirtio.Program, .. pcivirtio.Prefix]);
+            var probe = await HostProcess.RunAsync(asUser, ["--help"], Timeout);
+            Assert.True(probe.ExitCode == 0, $"{User} cannot run the program: {probe.Output}");
+
+            string a = Path.Combine(work.FullName, "a.sock");
+            string b = Path.Combine(work.FullName, "b.sock");
+            string control = Path.Combine(work.FullName, "control.sock");
+            string config = Path.Combine(work.FullName, "pcivirtio.json");
+            await File.WriteAllTextAsync(config, $$"""
+                { "PciVirtio": { "ControlSocket": "{{control}}",
+                  "Backends": [ { "Name": "pair", "Sockets": [ "{{a}}", "{{b}}" ] } ] } }
+                """);
+            daemon = HostProcess.Start(asUser, ["run", "--config", config], output.WriteLine);
+            await daemon.WaitForLineAsync(l => l.Contains("Application started", StringComparison.Ordinal), Timeout);
+            foreach (string socket in new[] { a, b, control })
+            {
+                var owner = await HostProcess.RunAsync(new Executable("stat", []), ["-c", "%U", socket], Timeout);
+                Assert.Equal(User, owner.Output.Trim());
+            }
+
+            var stats = await HostProcess.RunAsync(asUser, ["stats", "--control", control, "--json"], Timeout);
+            Assert.True(stats.ExitCode == 0, stats.Output);
+            Assert.Contains("\"pair.1\"", stats.Output, StringComparison.Ordinal);
+            // The daemon itself, not runuser: runuser answers a signal by ending its session.
+            Assert.Equal(0, LinkProcessNative.Kill(DaemonPid(daemon.Pid), LinkProcessNative.SIGTERM));
+            Assert.True(await daemon.WaitForExitAsync(Timeout), "the daemon did not exit after SIGTERM");
+            Assert.True(daemon.ExitCode == 0, $"exit code {daemon.ExitCode}:\n{string.Join('\n', daemon.Lines)}");
+            Assert.False(File.Exists(a) || File.Exists(b) || File.Exists(control), "a socket file is left");
+
+            // A backend bridged to a new TAP needs CAP_NET_ADMIN, which this user lacks: the
+            // start fails at once, exit 1, with the call and the errno.
+            await File.WriteAllTextAsync(config, $$"""
+                { "PciVirtio": { "ControlSocket": "{{control}}",
+                  "Backends": [ { "Name": "vm", "Socket": "{{a}}", "Tap": "pvnobody{{Environment.ProcessId % 1000}}" } ] } }
+                """);
+            var refused = await HostProcess.RunAsync(asUser, ["run", "--config", config], Timeout);
+            output.WriteLine(refused.Output);
+            Assert.Equal(1, refused.ExitCode);
+            Assert.Contains("backend vm", refused.Output, StringComparison.Ordinal);
+            Assert.Contains("EPERM", refused.Output, StringComparison.Ordinal);
+            Assert.Contains("needs CAP_NET_ADMIN", refused.Output, StringComparison.Ordinal);
+            Assert.DoesNotContain("   at ", refused.Output, StringComparison.Ordinal); // one line, no stack trace
+            Assert.False(File.Exists(a) || File.Exists(control), "a socket file is left after the refused start");
+        }
+        finally
+        {
+            daemon?.Dispose();
+            work.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>A copy of the program's build output in <paramref name="directory"/>, run the
+    /// same way as <paramref name="program"/> (its last argument is the apphost or the dll).</summary>
+    private static Executable CopyProgram(Executable program, string directory)
+    {
+        string entry = program.Prefix[^1];
+        string source = Path.GetDirectoryName(entry)!;
+        foreach (string file in Directory.EnumerateFiles(source, "*", SearchOption.AllDirectories))
+        {
+            string target = Path.Combine(directory, Path.GetRelativePath(source, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
+
+        return program with { Prefix = [.. program.Prefix.SkipLast(1), Path.Combine(directory, Path.GetFileName(entry))] };
+    }
+
     /// <summary>Datagrams until one holds <paramref name="line"/>; all of them.</summary>
     private static async Task<string> ReceiveAsync(Socket manager, string line)
     {
@@ -111,7 +194,7 @@ public sealed class DaemonSystemdTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>The daemon's PID as we see it: the only child of unshare.</summary>
+    /// <summary>The daemon's PID as we see it: the only child of the wrapper (unshare, runuser).</summary>
     private static int DaemonPid(int unsharePid)
     {
         var clock = Stopwatch.StartNew();

@@ -119,7 +119,7 @@ public sealed partial class ControlServer : BackgroundService
             {
                 return;
             }
-            catch (SocketException) when (stoppingToken.IsCancellationRequested)
+            catch (SocketException) when (stoppingToken.IsCancellationRequested || Volatile.Read(ref _listener) is null)
             {
                 return;
             }

@@ -62,6 +62,10 @@ public static class DaemonHost
             ContentRootPath = AppContext.BaseDirectory,
         });
         AddSources(builder.Configuration, configFile, overrides);
+        // A device that cannot start is reported by 'run' in one line that says which and why;
+        // the host's own report of the same failure is a stack trace. (Configuration may
+        // raise the level again.)
+        builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.Critical);
         if (logging is null)
         {
             // Defaults first, so Logging:Console:FormatterOptions in the configuration wins;

@@ -82,7 +82,7 @@ public sealed partial class DevicesService : IHostedService
         }
         catch (Exception e) when (e is Mmio.Interop.NativeCallException or IOException or UnauthorizedAccessException or ArgumentException)
         {
-            throw new DaemonStartException($"backend {name} ({string.Join(", ", options.Sockets)}): {e.Message}", e);
+            throw new DaemonStartException($"backend {name} ({string.Join(", ", options.Sockets)}): {e.Message}{PrivilegeHint(e)}", e);
         }
 
         _devices.Add(new RunningBackend(name, server, options.Sockets));
@@ -104,7 +104,7 @@ public sealed partial class DevicesService : IHostedService
         catch (Exception e) when (e is Mmio.Interop.NativeCallException or IOException or InvalidDataException or InvalidOperationException or TimeoutException or UnauthorizedAccessException or ArgumentException)
         {
             // (InvalidDataException: the socket answers, but not as hw-sim.)
-            throw new DaemonStartException($"link {name} ({l.Hardware}): {e.Message}", e);
+            throw new DaemonStartException($"link {name} ({l.Hardware}): {e.Message}{PrivilegeHint(e)}", e);
         }
 
         _devices.Add(new RunningLink(name, end));
@@ -115,6 +115,18 @@ public sealed partial class DevicesService : IHostedService
 
         Log.LinkStarted(_logger, name, end.Hardware.Name, end.Tap.Name, l.Mtu, l.Address ?? "none");
     }
+
+    /// <summary>What an EPERM or EACCES most likely means here, in the operator's terms.</summary>
+    private static string PrivilegeHint(Exception e) => e is Mmio.Interop.NativeCallException n
+        ? n.Errno switch
+        {
+            Mmio.Interop.Errno.EPERM when n.Message.Contains("TUN", StringComparison.Ordinal) || n.Message.Contains("SIOCSIF", StringComparison.Ordinal) =>
+                "; creating a TAP, setting it up or changing its MTU needs CAP_NET_ADMIN (or a persistent TAP the daemon's user owns, already up with that MTU): see docs/operations.md, Privileges",
+            Mmio.Interop.Errno.EPERM or Mmio.Interop.Errno.EACCES when n.Message.Contains("vfio", StringComparison.OrdinalIgnoreCase) =>
+                "; VFIO needs read/write access to /dev/vfio/vfio and the device's group: see docs/operations.md, Privileges",
+            _ => "",
+        }
+        : "";
 
     private void StopAll()
     {
