@@ -60,8 +60,8 @@ public sealed class DaemonCliTests : IDisposable
         string config = _dir.Write("pv.json", Config(_dir.File("control.sock"), _dir.File("l.sock"), busy));
         var r = CommandLine.Run("run", "--config", config);
         Assert.True(r.ExitCode == 1, r.ToString());
-        Assert.Contains($"pcivirtio run: backend {_name}", r.Output, StringComparison.Ordinal);
-        Assert.Contains(busy, r.Output, StringComparison.Ordinal);
+        Assert.Contains($"pcivirtio run: backend {_name}", r.Error, StringComparison.Ordinal);
+        Assert.Contains(busy, r.Error, StringComparison.Ordinal);
         Assert.False(File.Exists(_dir.File("l.sock")));
         Assert.False(File.Exists(_dir.File("control.sock")));
         Assert.True(TestDaemon.Answers(busy));

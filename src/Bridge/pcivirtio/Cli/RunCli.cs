@@ -27,13 +27,14 @@ internal static class RunCli
         command.SetAction(parse =>
         {
             var overrides = parse.UnmatchedTokens.ToList();
+            var error = parse.InvocationConfiguration.Error;
             if (CheckOverrides(overrides) is { } problem)
             {
-                output.WriteLine($"pcivirtio run: {problem}");
+                error.WriteLine($"pcivirtio run: {problem}");
                 return PciVirtioCli.UsageError;
             }
 
-            return Run(parse.GetValue(config), overrides, parse.GetValue(check), output);
+            return Run(parse.GetValue(config), overrides, parse.GetValue(check), output, error);
         });
         return command;
     }
@@ -68,15 +69,17 @@ internal static class RunCli
         return null;
     }
 
-    public static int Run(string? configFile, IReadOnlyList<string> overrides, bool checkOnly, TextWriter output)
+    /// <summary>Problems go to <paramref name="error"/> (standard error), what runs to
+    /// <paramref name="output"/>.</summary>
+    public static int Run(string? configFile, IReadOnlyList<string> overrides, bool checkOnly, TextWriter output, TextWriter error)
     {
         var (settings, errors, _) = DaemonHost.LoadSettings(configFile, overrides);
         if (settings is null)
         {
-            output.WriteLine($"pcivirtio run: the configuration has {errors.Count} problem(s):");
+            error.WriteLine($"pcivirtio run: the configuration has {errors.Count} problem(s):");
             foreach (string e in errors)
             {
-                output.WriteLine($"  {e}");
+                error.WriteLine($"  {e}");
             }
 
             return PciVirtioCli.UsageError;
@@ -108,12 +111,12 @@ internal static class RunCli
         }
         catch (DaemonStartException e)
         {
-            output.WriteLine($"pcivirtio run: {e.Message}");
+            error.WriteLine($"pcivirtio run: {e.Message}");
             return 1;
         }
         catch (IOException e)
         {
-            output.WriteLine($"pcivirtio run: {e.Message}");
+            error.WriteLine($"pcivirtio run: {e.Message}");
             return 1;
         }
 
