@@ -48,7 +48,7 @@ public sealed class TapLinkEnd : IDisposable
             tap = TapDevice.Create(new TapOptions { Name = tapName, Queues = options.Offer.QueuePairs, VnetHeaderSize = VirtioNetHeader.Size });
             tap.Mtu = mtu;
             tap.SetUp(true);
-            loop = new EpollEventLoop($"link-{options.Name}", loggers?.CreateLogger("PciVirtio.EventLoop"));
+            loop = new EpollEventLoop($"link-{options.Name}", loggers?.CreateLogger("PciVirtio.EventLoop").WithScope("Link", options.Name));
             var backend = new TapNetBackend(tap, loop, loggers?.CreateLogger("PciVirtio.Tap").WithScope("Link", options.Name));
 
             // Both ends are TAPs: let the kernel hand us checksum-pending and TSO frames, the

@@ -88,7 +88,8 @@ public sealed partial class DevicesService : IHostedService
         _devices.Add(new RunningBackend(name, server, options.Sockets));
         string attachment = server.Tap is { } tap ? $"bridged to TAP {tap.Name}" : "joined port to port";
         string sockets = string.Join(", ", options.Sockets);
-        Log.BackendStarted(_logger, name, sockets, b.Client ? "client" : "server", b.Queues, attachment);
+        var scoped = _logger.WithScope("Device", name)!;
+        Log.BackendStarted(scoped, name, sockets, b.Client ? "client" : "server", b.Queues, attachment);
     }
 
     private void StartLink(LinkEndSettings l, int index)
@@ -113,7 +114,8 @@ public sealed partial class DevicesService : IHostedService
             throw new DaemonStartException($"link {name}: {failed}");
         }
 
-        Log.LinkStarted(_logger, name, end.Hardware.Name, end.Tap.Name, l.Mtu, l.Address ?? "none");
+        var scoped = _logger.WithScope("Link", name)!;
+        Log.LinkStarted(scoped, name, end.Hardware.Name, end.Tap.Name, l.Mtu, l.Address ?? "none");
     }
 
     /// <summary>What an EPERM or EACCES most likely means here, in the operator's terms.</summary>
@@ -137,7 +139,8 @@ public sealed partial class DevicesService : IHostedService
         {
             var watch = Stopwatch.StartNew();
             l.End.Dispose();
-            Log.LinkStopped(_logger, l.Name, watch.ElapsedMilliseconds);
+            var scoped = _logger.WithScope("Link", l.Name)!;
+            Log.LinkStopped(scoped, l.Name, watch.ElapsedMilliseconds);
         }
 
         foreach (var b in backends.Reverse())
@@ -147,7 +150,8 @@ public sealed partial class DevicesService : IHostedService
             // closed (and removed, unless persistent).
             var watch = Stopwatch.StartNew();
             b.Server.Dispose();
-            Log.BackendStopped(_logger, b.Name, watch.ElapsedMilliseconds);
+            var scoped = _logger.WithScope("Device", b.Name)!;
+            Log.BackendStopped(scoped, b.Name, watch.ElapsedMilliseconds);
         }
     }
 

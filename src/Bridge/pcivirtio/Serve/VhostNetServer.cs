@@ -45,7 +45,8 @@ public sealed class VhostNetServer : IDisposable
     public static VhostNetServer Start(ServeOptions options, ILoggerFactory? loggers = null)
     {
         string thread = options.Name is { } n ? $"vhost-{n}" : "vhost-net";
-        var loop = new EpollEventLoop(thread, loggers?.CreateLogger("PciVirtio.EventLoop"));
+        // The loop serves this backend's devices only: its messages carry the backend's name.
+        var loop = new EpollEventLoop(thread, loggers?.CreateLogger("PciVirtio.EventLoop").WithScope("Device", options.Name ?? "net"));
         var server = new VhostNetServer(loop);
         try
         {
