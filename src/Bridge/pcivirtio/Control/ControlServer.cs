@@ -43,8 +43,10 @@ public sealed partial class ControlServer : BackgroundService
         // (Linux only, as the whole program; the guards keep the platform analyzer content.)
         if (dir is not null && !Directory.Exists(dir) && !OperatingSystem.IsWindows())
         {
+            // Owner and group only, as the socket itself: the fallback for a user without
+            // XDG_RUNTIME_DIR is a predictable name under /tmp.
             Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute
-                | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+                | UnixFileMode.GroupRead | UnixFileMode.GroupExecute);
         }
 
         RemoveStale(_path);
