@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using PciVirtio.Bridge.Hardware;
 using PciVirtio.Bridge.Link;
+using PciVirtio.Host.LinkEnd;
 using PciVirtio.Host.Serve;
 using PciVirtio.VhostCore.Logging;
 
@@ -95,16 +95,13 @@ public sealed partial class DevicesService : IHostedService
     private void StartLink(LinkEndSettings l, int index)
     {
         string name = SettingsValidator.LinkName(l, index);
-        var offer = new LinkParameters { QueuePairs = l.Queues, QueueSize = l.QueueSize, BufferSize = l.BufferSize };
         TapLinkEnd end;
         try
         {
-            var hardwareLogger = _loggers.CreateLogger("PciVirtio.Hardware").WithScope("Link", name);
-            end = TapLinkEnd.Start(NtbHardware.Open(l.Hardware!, l.OpenOptions(hardwareLogger)), l.Tap, l.Mtu, new LinkOptions { Name = name, Offer = offer, Poll = l.Poll }, _loggers);
+            end = LinkEndStart.Start(l, name, _loggers);
         }
-        catch (Exception e) when (e is Mmio.Interop.NativeCallException or IOException or InvalidDataException or InvalidOperationException or TimeoutException or UnauthorizedAccessException or ArgumentException)
+        catch (Exception e) when (LinkEndStart.IsStartFailure(e))
         {
-            // (InvalidDataException: the socket answers, but not as hw-sim.)
             throw new DaemonStartException($"link {name} ({l.Hardware}): {e.Message}{PrivilegeHint(e)}", e);
         }
 

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
-using PciVirtio.Bridge.Hardware;
 using PciVirtio.Bridge.Link;
 using PciVirtio.Host.Daemon;
 
@@ -17,11 +16,8 @@ public static class LinkCommand
     /// <paramref name="stats"/> seconds (0: never).</summary>
     public static int Run(LinkEndSettings settings, double? duration, double stats, bool verbose, TextWriter output)
     {
-        string hw = settings.Hardware!;
-        string? tap = settings.Tap, address = settings.Address;
+        string? address = settings.Address;
         int mtu = settings.Mtu;
-        bool poll = settings.Poll;
-        var offer = new LinkParameters { QueuePairs = settings.Queues, QueueSize = settings.QueueSize, BufferSize = settings.BufferSize };
         using var loggers = LoggerFactory.Create(b => b
             .SetMinimumLevel(verbose ? LogLevel.Debug : LogLevel.Information)
             .AddSimpleConsole(o =>
@@ -32,9 +28,9 @@ public static class LinkCommand
         TapLinkEnd end;
         try
         {
-            end = TapLinkEnd.Start(NtbHardware.Open(hw, settings.OpenOptions(loggers.CreateLogger("PciVirtio.Hardware"))), tap, mtu, new LinkOptions { Name = settings.Name ?? tap ?? "link", Offer = offer, Poll = poll }, loggers);
+            end = LinkEndStart.Start(settings, settings.Name ?? settings.Tap ?? "link", loggers);
         }
-        catch (Exception e) when (e is Mmio.Interop.NativeCallException or ArgumentException or IOException or InvalidDataException or InvalidOperationException or TimeoutException or UnauthorizedAccessException)
+        catch (Exception e) when (LinkEndStart.IsStartFailure(e))
         {
             output.WriteLine($"pcivirtio link: {e.Message}");
             return 1;
