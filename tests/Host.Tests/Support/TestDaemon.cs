@@ -19,9 +19,9 @@ public static class TestDaemon
     public static IHost Build(TempDir dir, string json, RecordingLoggerProvider logs)
     {
         string config = dir.Write("daemon.json", json);
-        var (settings, errors, _) = DaemonHost.LoadSettings(config, []);
+        var (settings, errors, configuration) = DaemonHost.LoadSettings(config, []);
         Assert.True(settings is not null, string.Join('\n', errors));
-        return DaemonHost.Build(settings, config, [], b => b.AddProvider(logs).SetMinimumLevel(LogLevel.Debug));
+        return DaemonHost.Build(settings, configuration, b => b.AddProvider(logs).SetMinimumLevel(LogLevel.Debug));
     }
 
     /// <summary>Whether something accepts connections on the unix socket at <paramref name="path"/>.</summary>

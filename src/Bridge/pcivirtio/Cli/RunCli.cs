@@ -73,7 +73,7 @@ internal static class RunCli
     /// <paramref name="output"/>.</summary>
     public static int Run(string? configFile, IReadOnlyList<string> overrides, bool checkOnly, TextWriter output, TextWriter error)
     {
-        var (settings, errors, _) = DaemonHost.LoadSettings(configFile, overrides);
+        var (settings, errors, configuration) = DaemonHost.LoadSettings(configFile, overrides);
         if (settings is null)
         {
             error.WriteLine($"pcivirtio run: the configuration has {errors.Count} problem(s):");
@@ -104,7 +104,7 @@ internal static class RunCli
         }
 
         using var secondSignal = new SecondSignalExit();
-        using var host = DaemonHost.Build(settings, configFile, overrides);
+        using var host = DaemonHost.Build(settings, configuration);
         try
         {
             host.Run();

@@ -53,15 +53,18 @@ public static class DaemonHost
         return (errors.Count == 0 ? settings : null, errors, configuration);
     }
 
-    /// <summary>The host for <paramref name="settings"/> (already checked).</summary>
-    public static IHost Build(DaemonSettings settings, string? configFile, IReadOnlyList<string> overrides, Action<ILoggingBuilder>? logging = null)
+    /// <summary>The host for <paramref name="settings"/> (already checked), over the
+    /// <paramref name="configuration"/> they were read from (<see cref="LoadSettings"/>), so
+    /// logging and devices see the same reading of the files.</summary>
+    public static IHost Build(DaemonSettings settings, IConfiguration configuration, Action<ILoggingBuilder>? logging = null)
     {
         var builder = Microsoft.Extensions.Hosting.Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings
         {
             ApplicationName = "pcivirtio",
             ContentRootPath = AppContext.BaseDirectory,
         });
-        AddSources(builder.Configuration, configFile, overrides);
+        builder.Configuration.AddConfiguration(configuration);
+
         // A device that cannot start is reported by 'run' in one line that says which and why;
         // the host's own report of the same failure is a stack trace. (Configuration may
         // raise the level again.)
