@@ -90,9 +90,7 @@ internal static class ServeCli
     }
 
     /// <summary>The flag a setting comes from, for the shared checks' messages.</summary>
-    private static string Flag(string setting) => setting switch
-    {
-        "Socket" or "Sockets" => "--socket",
-        _ => "--" + setting.ToLowerInvariant(),
-    };
+    private static string Flag(string setting) =>
+        setting.StartsWith("Socket", StringComparison.Ordinal) ? "--socket" // Socket, Sockets, Sockets:N: one flag, given once per socket
+            : "--" + setting.ToLowerInvariant();
 }

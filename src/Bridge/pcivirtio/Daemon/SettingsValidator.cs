@@ -62,7 +62,7 @@ public static class SettingsValidator
             Unique(names, BackendName(b, i), $"{prefix}:Name", "name");
             for (int s = 0; s < b.AllSockets.Count; s++)
             {
-                Unique(sockets, b.AllSockets[s], SocketKey(b, s, k => $"{prefix}:{k}"), "socket");
+                Unique(sockets, b.AllSockets[s], $"{prefix}:{SocketSetting(b, s)}", "socket");
             }
 
             Unique(taps, b.Tap, $"{prefix}:Tap", "TAP");
@@ -168,7 +168,7 @@ public static class SettingsValidator
         {
             if (CheckSocketPath(all[i], mustHaveDirectory: !b.Client) is { } bad)
             {
-                yield return $"{SocketKey(b, i, key)}: {bad}";
+                yield return $"{key(SocketSetting(b, i))}: {bad}";
             }
         }
 
@@ -201,22 +201,12 @@ public static class SettingsValidator
         }
     }
 
-    /// <summary>The key a backend's socket <paramref name="index"/> came from: Socket, or an
-    /// entry of Sockets.</summary>
-    private static string SocketKey(VhostBackendSettings b, int index, Func<string, string> key)
-    {
-        if (key("Sockets") is var flag && flag.StartsWith("--", StringComparison.Ordinal))
-        {
-            return flag; // a command line flag, given once per socket
-        }
-
-        if (b.Socket is { Length: > 0 })
-        {
-            return index == 0 ? key("Socket") : $"{key("Sockets")}:{index - 1}";
-        }
-
-        return $"{key("Sockets")}:{index}";
-    }
+    /// <summary>The setting a backend's socket <paramref name="index"/> came from: Socket,
+    /// or an entry of Sockets (Sockets:N).</summary>
+    private static string SocketSetting(VhostBackendSettings b, int index) =>
+        b.Socket is { Length: > 0 }
+            ? index == 0 ? "Socket" : $"Sockets:{index - 1}"
+            : $"Sockets:{index}";
 
     /// <summary>Problems of one link end.</summary>
     public static IEnumerable<string> ValidateLink(LinkEndSettings l, Func<string, string> key)
