@@ -52,16 +52,14 @@ public sealed class SecondSignalExit : IDisposable
     public void OnSignal(PosixSignalContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
+        Interlocked.Increment(ref _signals);
         long now = _clock().Ticks;
         long first = Interlocked.CompareExchange(ref _firstAtTicks, now, -1);
         if (first < 0 || now - first < Echo.Ticks)
         {
             // The first request, or an echo of it: the graceful stop is under way.
-            Interlocked.Increment(ref _signals);
             return;
         }
-
-        Interlocked.Increment(ref _signals);
 
         int number = context.Signal == PosixSignal.SIGINT ? 2 : 15;
         Console.Error.WriteLine($"pcivirtio: second {context.Signal}, exiting without finishing the graceful stop");
