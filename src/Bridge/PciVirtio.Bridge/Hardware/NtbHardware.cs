@@ -33,6 +33,11 @@ public static class NtbHardware
     public static INtbHardware Open(string spec, NtbOpenOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(spec);
+        if (CheckSpec(spec) is { } problem)
+        {
+            throw new ArgumentException(problem, nameof(spec));
+        }
+
         options ??= NtbOpenOptions.Default;
         if (spec.StartsWith(HwSimPrefix, StringComparison.Ordinal))
         {
@@ -40,18 +45,8 @@ public static class NtbHardware
             return new SimNtbHardware(HwSimClient.OpenPort(socket, port, options.ConnectTimeout), $"hw-sim {socket} port {port}");
         }
 
-        if (spec.StartsWith(VfioPrefix, StringComparison.Ordinal))
-        {
-            string bdf = spec[VfioPrefix.Length..];
-            if (bdf.Length == 0)
-            {
-                throw new ArgumentException($"'{spec}' names no PCI device; expected {SpecForms}", nameof(spec));
-            }
-
-            return IvshmemVfioHardware.Open(bdf, options.Ivshmem);
-        }
-
-        throw new ArgumentException($"'{spec}' is not a link hardware spec; expected {SpecForms}", nameof(spec));
+        // The check admitted the two forms only: this is vfio:BDF.
+        return IvshmemVfioHardware.Open(spec[VfioPrefix.Length..], options.Ivshmem);
     }
 
     /// <summary>Checks the form of <paramref name="spec"/> without opening anything (for
@@ -65,15 +60,7 @@ public static class NtbHardware
 
         if (spec.StartsWith(HwSimPrefix, StringComparison.Ordinal))
         {
-            try
-            {
-                _ = ParseHwSim(spec);
-                return null;
-            }
-            catch (ArgumentException e)
-            {
-                return e.Message.Split(" (Parameter", 2)[0];
-            }
+            return TrySplitHwSim(spec, out _, out _);
         }
 
         if (spec.StartsWith(VfioPrefix, StringComparison.Ordinal))
@@ -85,17 +72,25 @@ public static class NtbHardware
     }
 
     /// <summary>Splits <c>hw-sim:SOCKET[#PORT]</c>.</summary>
-    internal static (string Socket, int Port) ParseHwSim(string spec)
+    /// <exception cref="ArgumentException">It is malformed.</exception>
+    internal static (string Socket, int Port) ParseHwSim(string spec) =>
+        TrySplitHwSim(spec, out string socket, out int port) is { } problem
+            ? throw new ArgumentException(problem, nameof(spec))
+            : (socket, port);
+
+    /// <summary>Splits <c>hw-sim:SOCKET[#PORT]</c>; null when well formed, else what is wrong.</summary>
+    private static string? TrySplitHwSim(string spec, out string socket, out int port)
     {
         string rest = spec[HwSimPrefix.Length..];
-        int port = 0;
+        socket = string.Empty;
+        port = 0;
         int hash = rest.LastIndexOf('#');
         if (hash >= 0)
         {
             string number = rest[(hash + 1)..];
             if (!int.TryParse(number, NumberStyles.None, CultureInfo.InvariantCulture, out port) || port is not (0 or 1))
             {
-                throw new ArgumentException($"'{spec}': the port after '#' must be 0 or 1; expected {SpecForms}", nameof(spec));
+                return $"'{spec}': the port after '#' must be 0 or 1; expected {SpecForms}";
             }
 
             rest = rest[..hash];
@@ -103,9 +98,10 @@ public static class NtbHardware
 
         if (rest.Length == 0)
         {
-            throw new ArgumentException($"'{spec}' names no socket; expected {SpecForms}", nameof(spec));
+            return $"'{spec}' names no socket; expected {SpecForms}";
         }
 
-        return (rest, port);
+        socket = rest;
+        return null;
     }
 }
