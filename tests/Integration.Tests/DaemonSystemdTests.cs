@@ -46,14 +46,7 @@ public sealed class DaemonSystemdTests(ITestOutputHelper output)
             string notify = Path.Combine(work.FullName, "notify.sock");
             using var manager = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
             manager.Bind(new UnixDomainSocketEndPoint(notify));
-            string a = Path.Combine(work.FullName, "a.sock");
-            string b = Path.Combine(work.FullName, "b.sock");
-            string control = Path.Combine(work.FullName, "control.sock");
-            string config = Path.Combine(work.FullName, "pcivirtio.json");
-            await File.WriteAllTextAsync(config, $$"""
-                { "PciVirtio": { "ControlSocket": "{{control}}",
-                  "Backends": [ { "Name": "pair", "Sockets": [ "{{a}}", "{{b}}" ] } ] } }
-                """);
+            var (a, b, control, config) = await WritePairConfigAsync(work.FullName);
 
             // unshare --fork waits for its child and exits with the child's status; the child
             // (env, which execs the daemon) is PID 1 of the new namespace.
@@ -104,14 +97,7 @@ public sealed class DaemonSystemdTests(ITestOutputHelper output)
             var probe = await HostProcess.RunAsync(asUser, ["--help"], Timeout);
             Assert.True(probe.ExitCode == 0, $"{User} cannot run the program: {probe.Output}");
 
-            string a = Path.Combine(work.FullName, "a.sock");
-            string b = Path.Combine(work.FullName, "b.sock");
-            string control = Path.Combine(work.FullName, "control.sock");
-            string config = Path.Combine(work.FullName, "pcivirtio.json");
-            await File.WriteAllTextAsync(config, $$"""
-                { "PciVirtio": { "ControlSocket": "{{control}}",
-                  "Backends": [ { "Name": "pair", "Sockets": [ "{{a}}", "{{b}}" ] } ] } }
-                """);
+            var (a, b, control, config) = await WritePairConfigAsync(work.FullName);
             daemon = HostProcess.Start(asUser, ["run", "--config", config], output.WriteLine);
             await daemon.WaitForLineAsync(l => l.Contains("Application started", StringComparison.Ordinal), Timeout);
             foreach (string socket in new[] { a, b, control })
@@ -149,6 +135,21 @@ public sealed class DaemonSystemdTests(ITestOutputHelper output)
             daemon?.Dispose();
             work.Delete(recursive: true);
         }
+    }
+
+    /// <summary>A configuration in <paramref name="directory"/>: one port-to-port backend
+    /// ("pair") on two sockets there, and the control socket there.</summary>
+    private static async Task<(string A, string B, string Control, string Config)> WritePairConfigAsync(string directory)
+    {
+        string a = Path.Combine(directory, "a.sock");
+        string b = Path.Combine(directory, "b.sock");
+        string control = Path.Combine(directory, "control.sock");
+        string config = Path.Combine(directory, "pcivirtio.json");
+        await File.WriteAllTextAsync(config, $$"""
+            { "PciVirtio": { "ControlSocket": "{{control}}",
+              "Backends": [ { "Name": "pair", "Sockets": [ "{{a}}", "{{b}}" ] } ] } }
+            """);
+        return (a, b, control, config);
     }
 
     /// <summary>A copy of the program's build output in <paramref name="directory"/>, run the
