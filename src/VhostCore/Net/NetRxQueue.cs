@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using Microsoft.Extensions.Logging;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
@@ -31,9 +32,8 @@ public sealed class NetRxQueue : NetQueue
     private readonly IoSegment[] _segments = new IoSegment[2 * MaxChainSegments];
     private readonly Action<int> _spaceAvailable;
 
-    // The frame's header, gathered and amended (num_buffers) per frame. A field, not a
-    // stackalloc: a method with a stackalloc is compiled once, fully optimised but without
-    // tiering's profile, and pays a larger prologue on every call.
+    // A frame's header when it does not lie whole in the frame's first segment or the
+    // driver's first buffer (the slow path; see WriteHeader).
     private readonly byte[] _header = new byte[VirtioNetHeader.Size];
     private readonly int _pair;
     private int _heldStart;
@@ -72,8 +72,25 @@ public sealed class NetRxQueue : NetQueue
 
         // The frame's segments are ordinary memory: the RAM accessor of the guest's memory reads them.
         var memory = Ring.Memory;
-        Span<byte> header = _header;
-        if (memory.Gather(frame, 0, header) != header.Length || !VirtioNetHeader.AcceptableFor(header, _netFeatures))
+        ulong headerLow;
+        uint headerHigh;
+        if (!frame.IsEmpty && frame[0].Length >= VirtioNetHeader.Size)
+        {
+            headerLow = memory.Access.LoadU64(frame[0].Host);
+            headerHigh = memory.Access.LoadU32(frame[0].Host + 8);
+        }
+        else if (memory.Gather(frame, 0, _header) == VirtioNetHeader.Size)
+        {
+            headerLow = BinaryPrimitives.ReadUInt64LittleEndian(_header);
+            headerHigh = BinaryPrimitives.ReadUInt32LittleEndian(_header.AsSpan(8));
+        }
+        else
+        {
+            Stats.DropsField++;
+            return ReceiveResult.Dropped;
+        }
+
+        if (!VirtioNetHeader.AcceptableFor((VirtioNetHeaderFlags)headerLow, (VirtioNetGsoType)(headerLow >> 8), _netFeatures))
         {
             Stats.DropsField++;
             return ReceiveResult.Dropped;
@@ -95,7 +112,8 @@ public sealed class NetRxQueue : NetQueue
             return ReceiveResult.Dropped;
         }
 
-        VirtioNetHeader.SetNumBuffers(header, (ushort)chainsNeeded);
+        // num_buffers is the header's last 16 bits.
+        headerHigh = (headerHigh & 0xffff) | ((uint)chainsNeeded << 16);
         int sourceOffset = VirtioNetHeader.Size;
         int remaining = packet;
         for (int c = 0; c < chainsNeeded; c++)
@@ -105,7 +123,7 @@ public sealed class NetRxQueue : NetQueue
             int written = 0;
             if (c == 0)
             {
-                written = memory.Scatter(writable, 0, header[.._guestHeader]);
+                written = WriteHeader(memory, writable, headerLow, headerHigh);
             }
 
             int n = (int)Math.Min((uint)remaining, chain.WritableBytes - (uint)written);
@@ -288,6 +306,37 @@ public sealed class NetRxQueue : NetQueue
         }
 
         _heldStart = 0;
+    }
+
+    /// <summary>Writes the driver's header (12 or, legacy, 10 bytes) at the start of its buffers.</summary>
+    /// <remarks>The header goes from the source frame to the guest in registers. Staged in a
+    /// buffer, amended there (num_buffers) and read back, it would be read with 8-byte loads
+    /// that overlap the 2-byte amending store, which x86 cannot forward: such a load waits
+    /// until every older store has reached the cache, including the last frame's stores into
+    /// guest lines still on their way from the driver's core, so each frame would wait out
+    /// the previous one's cache misses.</remarks>
+    private int WriteHeader(GuestMemory<RamAccessor> memory, ReadOnlySpan<IoSegment> writable, ulong low, uint high)
+    {
+        if (writable[0].Length >= (uint)_guestHeader)
+        {
+            nint at = writable[0].Host;
+            memory.Access.StoreU64(at, low);
+            if (_guestHeader == VirtioNetHeader.Size)
+            {
+                memory.Access.StoreU32(at + 8, high);
+            }
+            else
+            {
+                memory.Access.StoreU16(at + 8, (ushort)high);
+            }
+
+            return _guestHeader;
+        }
+
+        // The driver split its header across buffers (allowed, never seen in practice).
+        BinaryPrimitives.WriteUInt64LittleEndian(_header, low);
+        BinaryPrimitives.WriteUInt32LittleEndian(_header.AsSpan(8), high);
+        return memory.Scatter(writable, 0, _header.AsSpan(0, _guestHeader));
     }
 
     private static int SegmentEnd(in DescriptorChain c) => c.SegmentStart + c.ReadableSegments + c.WritableSegments;

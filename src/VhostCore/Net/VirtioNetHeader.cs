@@ -70,15 +70,18 @@ public static class VirtioNetHeader
     /// frame with this header: a partial checksum needs GUEST_CSUM, each GSO kind its
     /// GUEST_TSO4/6/ECN/UFO bit (a driver must never see a frame it did not ask for).
     /// </summary>
-    public static bool AcceptableFor(ReadOnlySpan<byte> header, VirtioNetFeatures features)
+    public static bool AcceptableFor(ReadOnlySpan<byte> header, VirtioNetFeatures features) =>
+        AcceptableFor(Flags(header), GsoType(header), features);
+
+    /// <summary><see cref="AcceptableFor(ReadOnlySpan{byte}, VirtioNetFeatures)"/> from the
+    /// header's flags and gso_type.</summary>
+    public static bool AcceptableFor(VirtioNetHeaderFlags flags, VirtioNetGsoType gso, VirtioNetFeatures features)
     {
-        var flags = Flags(header);
         if ((flags & VirtioNetHeaderFlags.NeedsCsum) != 0 && (features & VirtioNetFeatures.GuestCsum) == 0)
         {
             return false;
         }
 
-        var gso = GsoType(header);
         if (gso == VirtioNetGsoType.None)
         {
             return true;

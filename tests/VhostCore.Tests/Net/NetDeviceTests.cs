@@ -312,6 +312,44 @@ public class NetDeviceTests
         Assert.Equal(1, device.Pairs[0].Rx.Stats.Drops);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Receive_writes_the_header_when_the_frame_or_the_driver_splits_it(bool legacy)
+    {
+        // The header normally goes from the frame's first segment to the driver's first
+        // buffer in registers; a frame whose first segment is shorter than the header, and a
+        // driver whose first buffer is, take the staged path.
+        var (device, backend, events) = NewDevice();
+        using var guest = new TestNetGuest(device, events, legacy ? (ulong)VirtioFeatures.RingEventIdx : Mergeable);
+        guest.StartAll();
+        ulong first = guest.Alloc(5);
+        ulong rest = guest.Alloc(1000);
+        Assert.True(guest.Drivers[TestNetGuest.Rx(0)].TryAdd([], [new GuestBuffer(first, 5), new GuestBuffer(rest, 1000)], first));
+        guest.Drivers[TestNetGuest.Rx(0)].Publish();
+        guest.Kick(TestNetGuest.Rx(0));
+        var packet = TestFrames.Packet(60, 4);
+        var framed = TestFrames.WithHeader(packet, flags: 0, gsoType: 0);
+        framed[8] = 0x5a; // csum_offset: an ordinary field the device must carry over
+        var frame = new PinnedFrame(framed);
+        var segments = frame.Segments(10); // 8-byte pieces: the header straddles two
+        Assert.True(segments[0].Length < VirtioNetHeader.Size);
+        Assert.Equal(ReceiveResult.Delivered, backend.Ports[0].Receive(segments, framed.Length));
+        backend.Ports[0].FlushReceived();
+        var used = new UsedBuffer[4];
+        Assert.Equal(1, guest.Drivers[TestNetGuest.Rx(0)].Reap(used));
+        int header = legacy ? VirtioNetHeader.LegacySize : VirtioNetHeader.Size;
+        Assert.Equal((uint)(header + packet.Length), used[0].Length);
+        var seen = guest.Read(first, 5).Concat(guest.Read(rest, header + packet.Length - 5)).ToArray();
+        Assert.Equal(0x5a, seen[8]);
+        if (!legacy)
+        {
+            Assert.Equal(1, BinaryPrimitives.ReadUInt16LittleEndian(seen.AsSpan(VirtioNetHeader.NumBuffersOffset)));
+        }
+
+        Assert.Equal(packet, seen[header..]);
+    }
+
     [Fact]
     public void Receive_for_a_legacy_driver_writes_the_10_byte_header()
     {
