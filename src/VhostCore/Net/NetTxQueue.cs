@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using PciVirtio.VhostCore.Memory;
@@ -204,9 +205,22 @@ public sealed unsafe class NetTxQueue : NetQueue
         }
 
         var readable = chain.Readable(_segments);
-        var header = new Span<byte>(_header, VirtioNetHeader.Size);
-        Ring.Memory.Gather(readable, 0, header[.._guestHeader]);
-        VirtioNetHeader.SetNumBuffers(header, 0);
+        if (readable[0].Length >= (uint)_guestHeader)
+        {
+            // One store per piece a receiver loads (8 + 4 bytes, as NetRxQueue does), with
+            // num_buffers zeroed in a register: a receiver's load that spans several smaller
+            // stores cannot be forwarded from them and waits for the store buffer to drain.
+            var access = Ring.Memory.Access;
+            BinaryPrimitives.WriteUInt64LittleEndian(new Span<byte>(_header, 8), access.LoadU64(readable[0].Host));
+            BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(_header + 8, 4), access.LoadU16(readable[0].Host + 8));
+        }
+        else
+        {
+            var header = new Span<byte>(_header, VirtioNetHeader.Size);
+            Ring.Memory.Gather(readable, 0, header[.._guestHeader]);
+            VirtioNetHeader.SetNumBuffers(header, 0);
+        }
+
         _frame[0] = new IoSegment((nint)_header, VirtioNetHeader.Size, 0);
         int count = 1;
         int skip = _guestHeader;
