@@ -278,8 +278,36 @@ public sealed class NetRxQueue : NetQueue
             }
         }
 
+        ClaimLines(chains[..n]);
         _heldCount += n;
         return RefillResult.Added;
+    }
+
+    /// <summary>
+    /// Stores into the first two cache lines of each new chain's first buffer (where the
+    /// header and a small frame go), long before the frame is copied there.
+    /// </summary>
+    /// <remarks>
+    /// The driver read those lines when it took the last frame from the buffer, so each
+    /// store must first fetch its line from the driver's core. Stores leave the core in
+    /// order: stores made a frame at a time, between the ring's own stores, have a few lines
+    /// in flight at once, and every frame waits for the ones before. Stored back to back for
+    /// a whole refill, the lines come in parallel, and the frames find them already ours.
+    /// The buffer is the device's to write from the moment it is available.
+    /// </remarks>
+    private void ClaimLines(ReadOnlySpan<DescriptorChain> chains)
+    {
+        var access = Ring.Memory.Access;
+        uint reach = (uint)_guestHeader + 8;
+        foreach (ref readonly var chain in chains)
+        {
+            ref readonly var first = ref _segments[chain.SegmentStart];
+            if (first.Length >= reach)
+            {
+                access.StoreU64(first.Host, 0);
+                access.StoreU64(first.Host + _guestHeader, 0);
+            }
+        }
     }
 
     /// <summary>Moves the held chains and their segments to the front of the arrays.</summary>
