@@ -12,11 +12,21 @@ namespace PciVirtio.Benchmarks;
 /// frontend gets CPU 1. Prints Mpps for both and the ratio, and the managed bytes our
 /// backend allocated per frame after warm-up. Only ratios within one run mean anything.
 /// </summary>
+/// <remarks>
+/// On a virtual machine the two CPUs' cost of passing a cache line between them changes
+/// while it runs (the hypervisor moves them), by up to twice either way, so one measurement
+/// of each backend can compare two different machines. Each case therefore alternates the
+/// two backends for several rounds, and the ratio printed is the median of the rounds'
+/// ratios (each taken from back-to-back runs), with their range. Each run warms up for 3 s
+/// before it is measured: with both CPUs busy-polling, the JIT's background compilation of
+/// the hot methods has little CPU left and takes that long.
+/// </remarks>
 public static class VhostBenchmark
 {
     public static async Task<int> RunAsync(string[] args)
     {
         double seconds = 3;
+        int rounds = 3;
         int[] sizes = [64, 1500];
         string[] modes = ["txonly", "rxonly"];
         for (int i = 0; i < args.Length; i++)
@@ -24,6 +34,10 @@ public static class VhostBenchmark
             if (args[i] == "--seconds" && i + 1 < args.Length)
             {
                 seconds = double.Parse(args[++i], CultureInfo.InvariantCulture);
+            }
+            else if (args[i] == "--rounds" && i + 1 < args.Length)
+            {
+                rounds = Math.Max(1, int.Parse(args[++i], CultureInfo.InvariantCulture));
             }
             else if (args[i] == "--modes" && i + 1 < args.Length)
             {
@@ -42,22 +56,49 @@ public static class VhostBenchmark
         }
 
         string pcivirtio = Path.Combine(AppContext.BaseDirectory, "pcivirtio.dll");
-        Console.WriteLine($"vhost-user backends against one DPDK virtio-user frontend, {seconds:0.#} s per case, backend on CPU 0, frontend on CPU 1");
+        Console.WriteLine($"vhost-user backends against one DPDK virtio-user frontend, {seconds:0.#} s per run after {WarmUp.TotalSeconds:0} s of warm-up, {rounds} rounds per case, backend on CPU 0, frontend on CPU 1");
         Console.WriteLine();
-        Console.WriteLine("| frontend | frame | pcivirtio Mpps | DPDK vhost Mpps | ratio | pcivirtio B/frame |");
-        Console.WriteLine("|---|---|---|---|---|---|");
+        Console.WriteLine("| frontend | frame | pcivirtio Mpps | DPDK vhost Mpps | ratio (median) | ratio range | pcivirtio B/frame |");
+        Console.WriteLine("|---|---|---|---|---|---|---|");
         foreach (string mode in modes)
         {
             foreach (int size in sizes)
             {
-                var ours = await MeasureAsync(mode, size, seconds, socket => StartOurs(pcivirtio, socket, mode, size));
-                var theirs = await MeasureAsync(mode, size, seconds, socket => StartDpdk(socket, mode, size));
+                var ours = new List<double>();
+                var theirs = new List<double>();
+                var ratios = new List<double>();
+                string perFrame = "?";
+                for (int round = 0; round < rounds; round++)
+                {
+                    // Alternate which goes first, so a drift during the round favours neither.
+                    async Task<(double Mpps, string BytesPerFrame)> Ours() => await MeasureAsync(mode, size, seconds, socket => StartOurs(pcivirtio, socket, mode, size));
+                    async Task<(double Mpps, string BytesPerFrame)> Theirs() => await MeasureAsync(mode, size, seconds, socket => StartDpdk(socket, mode, size));
+                    var a = round % 2 == 0 ? await Ours() : await Theirs();
+                    var b = round % 2 == 0 ? await Theirs() : await Ours();
+                    var (o, t) = round % 2 == 0 ? (a, b) : (b, a);
+                    ours.Add(o.Mpps);
+                    theirs.Add(t.Mpps);
+                    ratios.Add(o.Mpps / t.Mpps);
+                    perFrame = o.BytesPerFrame;
+                    await Console.Error.WriteLineAsync(string.Create(CultureInfo.InvariantCulture,
+                        $"{mode} {size} B round {round + 1}: pcivirtio {o.Mpps:0.000} Mpps, DPDK {t.Mpps:0.000} Mpps, {o.Mpps / t.Mpps:0.00}x"));
+                }
+
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"| {mode} | {size} B | {ours.Mpps:0.000} | {theirs.Mpps:0.000} | {ours.Mpps / theirs.Mpps:0.00}x | {ours.BytesPerFrame} |"));
+                    $"| {mode} | {size} B | {Median(ours):0.000} | {Median(theirs):0.000} | {Median(ratios):0.00}x | {ratios.Min():0.00}-{ratios.Max():0.00}x | {perFrame} |"));
             }
         }
 
         return 0;
+    }
+
+    private static readonly TimeSpan WarmUp = TimeSpan.FromSeconds(3);
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        int mid = sorted.Length / 2;
+        return sorted.Length % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
     }
 
     private static async Task<(double Mpps, string BytesPerFrame)> MeasureAsync(string mode, int size, double seconds, Func<string, Task<IBackend>> start)
@@ -73,7 +114,7 @@ public static class VhostBenchmark
         });
         await frontend.SetTxPacketLengthAsync(size);
         await frontend.StartForwardingAsync();
-        await Task.Delay(TimeSpan.FromSeconds(1)); // warm-up (JIT, first buffers)
+        await Task.Delay(WarmUp); // JIT tiering, first buffers
         backend.MarkWarm();
         var first = await frontend.GetPortStatsAsync(0);
         var clock = Stopwatch.StartNew();
@@ -166,7 +207,9 @@ public static class VhostBenchmark
 
         public async Task<string> StopAsync()
         {
-            Kill(Signal.Int);
+            // SIGTERM, not SIGINT: a shell starts background jobs with SIGINT ignored, and
+            // the benchmark may be one.
+            Kill(Signal.Term);
             string output = await _output.WaitAsync(TimeSpan.FromSeconds(20));
             // The per-queue report (kicks, interrupts, stalls) goes to stderr: it says how the
             // two sides paced each other, which the rate alone does not.
@@ -192,13 +235,13 @@ public static class VhostBenchmark
 
         private void Kill(Signal signal)
         {
-            using var kill = Process.Start("kill", [signal == Signal.Int ? "-INT" : "-KILL", _process.Id.ToString(CultureInfo.InvariantCulture)]);
+            using var kill = Process.Start("kill", [signal == Signal.Term ? "-TERM" : "-KILL", _process.Id.ToString(CultureInfo.InvariantCulture)]);
             kill?.WaitForExit();
         }
 
         private enum Signal
         {
-            Int,
+            Term,
         }
     }
 }

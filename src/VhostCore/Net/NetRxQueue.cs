@@ -22,7 +22,7 @@ public sealed class NetRxQueue : NetQueue
     /// kernel's vhost has the same bound, UIO_MAXIOV).</summary>
     public const int MaxChainSegments = 1024;
 
-    /// <summary>Frames after which used.idx is published even in the middle of a backend's
+    /// <summary>Used entries after which used.idx is published even in the middle of a backend's
     /// run: a polling driver then takes frames while we fill more buffers, instead of both
     /// sides taking turns over a whole ring (DPDK's vhost publishes per burst of 32 alike).
     /// The interrupt check stays at the end of the run.</summary>
@@ -36,10 +36,10 @@ public sealed class NetRxQueue : NetQueue
     // driver's first buffer (the slow path; see WriteHeader).
     private readonly byte[] _header = new byte[VirtioNetHeader.Size];
     private readonly int _pair;
+    // Held chains are _chains[_heldStart.._heldEnd): a frame moves the start only.
     private int _heldStart;
-    private int _heldCount;
+    private int _heldEnd;
     private int _guestHeader;
-    private int _unpublished;
     private bool _waiting;
     private VirtioNetFeatures _netFeatures;
 
@@ -53,7 +53,7 @@ public sealed class NetRxQueue : NetQueue
     }
 
     /// <summary>Chains popped and waiting for frames.</summary>
-    public int HeldChains => _heldCount;
+    public int HeldChains => _heldEnd - _heldStart;
 
     /// <summary>Copies one frame (12-byte header + packet, in <paramref name="frame"/>) into
     /// the driver's buffers.</summary>
@@ -90,7 +90,8 @@ public sealed class NetRxQueue : NetQueue
             return ReceiveResult.Dropped;
         }
 
-        if (!VirtioNetHeader.AcceptableFor((VirtioNetHeaderFlags)headerLow, (VirtioNetGsoType)(headerLow >> 8), _netFeatures))
+        // No flags and no GSO (the usual frame) suits every driver: no call for it.
+        if ((ushort)headerLow != 0 && !VirtioNetHeader.AcceptableFor((VirtioNetHeaderFlags)headerLow, (VirtioNetGsoType)(headerLow >> 8), _netFeatures))
         {
             Stats.DropsField++;
             return ReceiveResult.Dropped;
@@ -132,14 +133,12 @@ public sealed class NetRxQueue : NetQueue
             remaining -= n;
             Ring.PushUsed(chain.Head, (uint)(written + n));
             _heldStart++;
-            _heldCount--;
         }
 
         Stats.PacketsField++;
         Stats.BytesField += packet;
-        if (++_unpublished >= PublishEvery)
+        if (Ring.UnpublishedUsed >= PublishEvery)
         {
-            _unpublished = 0;
             Ring.FlushUsed();
         }
 
@@ -149,7 +148,6 @@ public sealed class NetRxQueue : NetQueue
     /// <summary>Publishes what <see cref="Receive"/> wrote and interrupts the driver if it asked.</summary>
     public void Flush()
     {
-        _unpublished = 0;
         Publish();
     }
 
@@ -158,8 +156,7 @@ public sealed class NetRxQueue : NetQueue
         _guestHeader = VirtioNetHeader.SizeFor(Features);
         _netFeatures = (VirtioNetFeatures)Features;
         _heldStart = 0;
-        _heldCount = 0;
-        _unpublished = 0;
+        _heldEnd = 0;
         _waiting = false;
     }
 
@@ -174,20 +171,20 @@ public sealed class NetRxQueue : NetQueue
 
     private protected override void ReleaseHeld()
     {
-        if (_heldCount > 0 && Ring.IsRunning)
+        if (_heldEnd > _heldStart && Ring.IsRunning)
         {
-            Ring.Unpop(_heldCount);
+            Ring.Unpop(_heldEnd - _heldStart);
         }
 
         _heldStart = 0;
-        _heldCount = 0;
+        _heldEnd = 0;
     }
 
     private protected override bool Poll()
     {
         // A backend met an empty ring: tell it when buffers are there (what the kick does
         // when not polling).
-        if (_waiting && Ring.IsRunning && (_heldCount > 0 || Ring.AvailPending() > 0))
+        if (_waiting && Ring.IsRunning && (_heldEnd > _heldStart || Ring.AvailPending() > 0))
         {
             _waiting = false;
             _spaceAvailable(_pair);
@@ -204,7 +201,7 @@ public sealed class NetRxQueue : NetQueue
         return ReceiveResult.NoBuffers;
     }
 
-    private bool HaveHeld() => _heldCount > 0 || Refill() == RefillResult.Added;
+    private bool HaveHeld() => _heldEnd > _heldStart || Refill() == RefillResult.Added;
 
     /// <summary>How many held chains, from the first, hold <paramref name="needed"/> bytes;
     /// 0 when the ring runs dry first (wait for buffers), -1 when even the most we may hold
@@ -215,7 +212,7 @@ public sealed class NetRxQueue : NetQueue
         int i = 0;
         while (true)
         {
-            for (; i < _heldCount; i++)
+            for (; i < _heldEnd - _heldStart; i++)
             {
                 have += _chains[_heldStart + i].WritableBytes;
                 if (have >= needed)
@@ -239,13 +236,14 @@ public sealed class NetRxQueue : NetQueue
     private RefillResult Refill()
     {
         Compact();
-        int segEnd = _heldCount == 0 ? 0 : SegmentEnd(_chains[_heldCount - 1]);
-        if (_segments.Length - segEnd < MaxChainSegments || _heldCount == MaxHeldChains)
+        // Compacted: the held chains start at 0.
+        int segEnd = _heldEnd == 0 ? 0 : SegmentEnd(_chains[_heldEnd - 1]);
+        if (_segments.Length - segEnd < MaxChainSegments || _heldEnd == MaxHeldChains)
         {
             return RefillResult.NoRoom;
         }
 
-        var chains = _chains.AsSpan(_heldCount);
+        var chains = _chains.AsSpan(_heldEnd);
         var segments = _segments.AsSpan(segEnd);
         int n = Ring.PopAvail(chains, segments);
         if (n == 0 && Ring.IsRunning && !Polling && Ring.EnableNotifications())
@@ -273,13 +271,14 @@ public sealed class NetRxQueue : NetQueue
             {
                 // The queue is dead from here on; nothing held matters any more.
                 Ring.Break(QueueError.WrongDirection, $"receive chain {chain.Head} has {chain.ReadableSegments} device-readable buffers and {chain.WritableBytes} writable bytes");
-                _heldCount = 0;
+                _heldStart = 0;
+                _heldEnd = 0;
                 return RefillResult.Empty;
             }
         }
 
         ClaimLines(chains[..n]);
-        _heldCount += n;
+        _heldEnd += n;
         return RefillResult.Added;
     }
 
@@ -318,22 +317,25 @@ public sealed class NetRxQueue : NetQueue
             return;
         }
 
-        if (_heldCount == 0)
+        int count = _heldEnd - _heldStart;
+        if (count == 0)
         {
             _heldStart = 0;
+            _heldEnd = 0;
             return;
         }
 
         int firstSeg = _chains[_heldStart].SegmentStart;
-        int endSeg = SegmentEnd(_chains[_heldStart + _heldCount - 1]);
+        int endSeg = SegmentEnd(_chains[_heldEnd - 1]);
         Array.Copy(_segments, firstSeg, _segments, 0, endSeg - firstSeg);
-        for (int i = 0; i < _heldCount; i++)
+        for (int i = 0; i < count; i++)
         {
             var c = _chains[_heldStart + i];
             _chains[i] = new DescriptorChain(c.Head, c.SegmentStart - firstSeg, c.ReadableSegments, c.WritableSegments, c.ReadableBytes, c.WritableBytes);
         }
 
         _heldStart = 0;
+        _heldEnd = count;
     }
 
     /// <summary>Writes the driver's header (12 or, legacy, 10 bytes) at the start of its buffers.</summary>

@@ -286,6 +286,9 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
         }
     }
 
+    /// <summary>Used elements pushed and not yet published.</summary>
+    public int UnpublishedUsed => (ushort)(_nextUsed - _publishedUsed);
+
     /// <summary>Publishes every used element pushed so far with one release store of used.idx.</summary>
     public void FlushUsed()
     {
