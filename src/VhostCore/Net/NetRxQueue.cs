@@ -245,10 +245,10 @@ public sealed class NetRxQueue : NetQueue
 
         var chains = _chains.AsSpan(_heldEnd);
         var segments = _segments.AsSpan(segEnd);
-        int n = Ring.PopAvail(chains, segments);
+        int n = Ring.PopAvail(chains, segments, segEnd);
         if (n == 0 && Ring.IsRunning && !Polling && Ring.EnableNotifications())
         {
-            n = Ring.PopAvail(chains, segments);
+            n = Ring.PopAvail(chains, segments, segEnd);
         }
 
         if (n == 0)
@@ -263,10 +263,7 @@ public sealed class NetRxQueue : NetQueue
         }
         for (int i = 0; i < n; i++)
         {
-            ref var chain = ref chains[i];
-
-            // PopAvail numbered the segments relative to the slice it got.
-            chain = new DescriptorChain(chain.Head, chain.SegmentStart + segEnd, chain.ReadableSegments, chain.WritableSegments, chain.ReadableBytes, chain.WritableBytes);
+            ref readonly var chain = ref chains[i];
             if (chain.ReadableSegments != 0 || chain.WritableBytes == 0)
             {
                 // The queue is dead from here on; nothing held matters any more.

@@ -176,7 +176,10 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
     /// stopped or broken. A chain that does not fit in the remaining segments is left in
     /// the ring for the next call, unless it is the first, which is then a bad chain.
     /// </summary>
-    public int PopAvail(Span<DescriptorChain> chains, Span<IoSegment> segments)
+    /// <param name="segmentBase">Where <paramref name="segments"/> starts in the caller's
+    /// segment array: the chains' <see cref="DescriptorChain.SegmentStart"/> count from there,
+    /// so a caller that appends to held chains need not renumber them.</param>
+    public int PopAvail(Span<DescriptorChain> chains, Span<IoSegment> segments, int segmentBase = 0)
     {
         if (!IsRunning)
         {
@@ -197,7 +200,7 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
                 return 0;
             }
 
-            var fault = WalkChain(head, segments[segUsed..], segUsed, out var chain, out int segCount);
+            var fault = WalkChain(head, segments[segUsed..], segmentBase + segUsed, out var chain, out int segCount);
             if (fault.Error == QueueError.TooManySegments && count > 0)
             {
                 // Leave it for the next call, which starts with an empty segment buffer.
