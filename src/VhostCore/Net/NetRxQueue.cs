@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
 using PciVirtio.VhostCore.Memory;
 using PciVirtio.VhostCore.Ring;
@@ -99,6 +100,33 @@ public sealed class NetRxQueue : NetQueue
 
         int packet = length - VirtioNetHeader.Size;
         uint needed = (uint)(_guestHeader + packet);
+
+        // The usual frame: one piece, into the first held buffer whole. Kept apart from the
+        // general path so its few values stay in registers: every spill is one more store
+        // queued behind the stores into the guest's lines.
+        int held = _heldStart;
+        if (held < _heldEnd && frame.Length == 1 && frame[0].Length >= (uint)length)
+        {
+            ref readonly var chain = ref _chains[held];
+            ref readonly var first = ref _segments[chain.SegmentStart];
+            if (first.Length >= needed)
+            {
+                StoreHeader(memory, first.Host, headerLow, (headerHigh & 0xffff) | (1u << 16));
+                memory.Access.CopyTo(first.Host + _guestHeader, new ReadOnlySpan<byte>((byte*)frame[0].Host + VirtioNetHeader.Size, packet));
+                Ring.PushUsed(chain.Head, needed);
+                _heldStart = held + 1;
+                return Delivered(packet);
+            }
+        }
+
+        return ReceiveIntoChains(memory, frame, packet, needed, headerLow, headerHigh);
+    }
+
+    /// <summary>The general path of <see cref="Receive"/>: a frame in pieces, or into several
+    /// buffers or chains, or with no chain held yet.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ReceiveResult ReceiveIntoChains(GuestMemory<RamAccessor> memory, ReadOnlySpan<IoSegment> frame, int packet, uint needed, ulong headerLow, uint headerHigh)
+    {
         bool mergeable = (_netFeatures & VirtioNetFeatures.MrgRxbuf) != 0;
         int chainsNeeded = mergeable ? CountChains(needed) : (HaveHeld() ? 1 : 0);
         if (chainsNeeded == 0)
@@ -135,6 +163,12 @@ public sealed class NetRxQueue : NetQueue
             _heldStart++;
         }
 
+        return Delivered(packet);
+    }
+
+    /// <summary>Counts a delivered frame and publishes every <see cref="PublishEvery"/> entries.</summary>
+    private ReceiveResult Delivered(int packet)
+    {
         Stats.PacketsField++;
         Stats.BytesField += packet;
         if (Ring.UnpublishedUsed >= PublishEvery)
@@ -144,6 +178,7 @@ public sealed class NetRxQueue : NetQueue
 
         return ReceiveResult.Delivered;
     }
+
 
     /// <summary>Publishes what <see cref="Receive"/> wrote and interrupts the driver if it asked.</summary>
     public void Flush()
@@ -346,17 +381,7 @@ public sealed class NetRxQueue : NetQueue
     {
         if (writable[0].Length >= (uint)_guestHeader)
         {
-            nint at = writable[0].Host;
-            memory.Access.StoreU64(at, low);
-            if (_guestHeader == VirtioNetHeader.Size)
-            {
-                memory.Access.StoreU32(at + 8, high);
-            }
-            else
-            {
-                memory.Access.StoreU16(at + 8, (ushort)high);
-            }
-
+            StoreHeader(memory, writable[0].Host, low, high);
             return _guestHeader;
         }
 
@@ -364,6 +389,21 @@ public sealed class NetRxQueue : NetQueue
         BinaryPrimitives.WriteUInt64LittleEndian(_header, low);
         BinaryPrimitives.WriteUInt32LittleEndian(_header.AsSpan(8), high);
         return memory.Scatter(writable, 0, _header.AsSpan(0, _guestHeader));
+    }
+
+    /// <summary>Stores the driver's header at <paramref name="at"/>: 12 bytes, or 10 for a
+    /// legacy driver (which has no num_buffers).</summary>
+    private void StoreHeader(GuestMemory<RamAccessor> memory, nint at, ulong low, uint high)
+    {
+        memory.Access.StoreU64(at, low);
+        if (_guestHeader == VirtioNetHeader.Size)
+        {
+            memory.Access.StoreU32(at + 8, high);
+        }
+        else
+        {
+            memory.Access.StoreU16(at + 8, (ushort)high);
+        }
     }
 
     private static int SegmentEnd(in DescriptorChain c) => c.SegmentStart + c.ReadableSegments + c.WritableSegments;
