@@ -351,6 +351,34 @@ public class NetDeviceTests
     }
 
     [Fact]
+    public void Receive_claims_lines_of_popped_buffers_only_inside_them()
+    {
+        // Popped buffers get early stores into their first lines; a first buffer too short
+        // for them is left alone, and nothing past any buffer is touched.
+        var (device, backend, events) = NewDevice();
+        using var guest = new TestNetGuest(device, events, Mergeable);
+        guest.StartAll();
+        ulong small = guest.Alloc(16);
+        ulong canary = guest.Alloc(64);
+        ulong rest = guest.Alloc(1000);
+        ulong after = guest.Alloc(64);
+        guest.Write(canary, Enumerable.Repeat((byte)0xaa, 64).ToArray());
+        guest.Write(after, Enumerable.Repeat((byte)0xbb, 64).ToArray());
+        Assert.True(guest.Drivers[TestNetGuest.Rx(0)].TryAdd([], [new GuestBuffer(small, 16), new GuestBuffer(rest, 1000)], small));
+        guest.Drivers[TestNetGuest.Rx(0)].Publish();
+        guest.Kick(TestNetGuest.Rx(0));
+        var packet = TestFrames.Packet(60, 5);
+        Assert.Equal(ReceiveResult.Delivered, backend.Ports[0].Receive(new PinnedFrame(TestFrames.WithHeader(packet)).Segments(), 12 + packet.Length));
+        backend.Ports[0].FlushReceived();
+        var used = new UsedBuffer[4];
+        Assert.Equal(1, guest.Drivers[TestNetGuest.Rx(0)].Reap(used));
+        var seen = guest.Read(small, 16).Concat(guest.Read(rest, 12 + packet.Length - 16)).ToArray();
+        Assert.Equal(packet, seen[12..]);
+        Assert.All(guest.Read(canary, 64), b => Assert.Equal(0xaa, b));
+        Assert.All(guest.Read(after, 64), b => Assert.Equal(0xbb, b));
+    }
+
+    [Fact]
     public void Receive_for_a_legacy_driver_writes_the_10_byte_header()
     {
         var (device, backend, events) = NewDevice();
