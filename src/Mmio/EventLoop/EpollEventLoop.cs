@@ -52,6 +52,9 @@ public sealed unsafe class EpollEventLoop : IDisposable
     private readonly ConcurrentQueue<Action> _posted = new();
     private readonly int _maxEvents;
     private const int BusyTurnsPerWait = 16;
+
+    /// <summary>Failures in a row after which a handler's registration is removed.</summary>
+    public const int MaxConsecutiveFailures = 64;
     private Func<bool>[] _pollers = [];
     private EventRegistration?[] _slots = new EventRegistration?[16];
     private int[] _freeSlots = new int[16];
@@ -539,6 +542,7 @@ public sealed unsafe class EpollEventLoop : IDisposable
             {
                 Volatile.Write(ref _events, _events + 1);
                 registration.Handler(events);
+                registration.Failures = 0;
             }
         }
         catch (Exception ex)
@@ -550,6 +554,15 @@ public sealed unsafe class EpollEventLoop : IDisposable
                 // 1st, 2nd, 4th, 8th...: a level-triggered fd whose handler keeps failing
                 // must not flood the log.
                 EventLoopLog.HandlerFailed(_logger, ex, Name, registration.Fd, events, failures);
+            }
+
+            if (failures >= MaxConsecutiveFailures)
+            {
+                // A level-triggered fd whose handler fails without consuming the event fires
+                // on every wait: left in, it would spin this thread and starve every other
+                // fd and device on it. Its owner still owns (and closes) the fd.
+                EventLoopLog.HandlerRemoved(_logger, Name, registration.Fd, failures);
+                Remove(registration);
             }
         }
         finally

@@ -13,6 +13,9 @@ internal static partial class EventLoopLog
     [LoggerMessage(EventId = 302, Level = LogLevel.Error, Message = "Event loop {Loop}: handler for fd {Fd} failed on {Events} (failure {Count} of this registration)")]
     public static partial void HandlerFailed(ILogger logger, Exception exception, string loop, int fd, EpollEvents events, long count);
 
+    [LoggerMessage(EventId = 304, Level = LogLevel.Error, Message = "Event loop {Loop}: handler for fd {Fd} failed {Count} times in a row; the fd is no longer watched")]
+    public static partial void HandlerRemoved(ILogger logger, string loop, int fd, long count);
+
     [LoggerMessage(EventId = 303, Level = LogLevel.Error, Message = "Event loop {Loop}: posted action failed")]
     public static partial void PostedActionFailed(ILogger logger, Exception exception, string loop);
 

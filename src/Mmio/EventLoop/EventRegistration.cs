@@ -54,7 +54,8 @@ public sealed class EventRegistration : IDisposable
         set => _removed = value;
     }
 
-    /// <summary>Handler failures so far; logging is rate-limited on it.</summary>
+    /// <summary>Handler failures in a row; logging is rate-limited on it, and the
+    /// registration removed at <see cref="EpollEventLoop.MaxConsecutiveFailures"/>.</summary>
     internal long Failures
     {
         get => _failures;

@@ -327,19 +327,62 @@ public class EpollEventLoopTests
     }
 
     [Fact]
-    public void A_handler_failing_on_every_event_is_logged_rate_limited()
+    public void A_handler_failing_on_every_event_is_logged_rate_limited_and_removed_before_it_spins_the_loop()
     {
         var logger = new CapturingLogger();
         using var loop = new EpollEventLoop("t-flood", logger);
         using var bad = new EventFd();
+        using var good = new EventFd();
         bad.Signal(); // never consumed: level-triggered, so it fires on every wait
-        loop.Add(bad.Handle, EpollEvents.In, _ => throw new InvalidOperationException("again"));
+        var registration = loop.Add(bad.Handle, EpollEvents.In, _ => throw new InvalidOperationException("again"));
+        int goodEvents = 0;
+        loop.Add(good.Handle, EpollEvents.In, _ =>
+        {
+            EventFd.Consume(good.Handle);
+            Interlocked.Increment(ref goodEvents);
+        });
         loop.Start();
-        Bounded.Until(() => loop.HandlerFailures >= 1000, "1000 failures");
+        Bounded.Until(() => !registration.IsActive, "the failing registration removed");
+        long waits = loop.Waits;
+        Thread.Sleep(100);
+
+        // No longer fired: the loop sleeps instead of spinning, and still serves other fds.
+        Assert.InRange(loop.Waits - waits, 0, 2);
+        good.Signal();
+        Bounded.Until(() => Volatile.Read(ref goodEvents) == 1, "the other fd's event");
         Assert.True(loop.Stop(Bounded.Ms));
-        long failures = loop.HandlerFailures;
+        Assert.Equal(EpollEventLoop.MaxConsecutiveFailures, loop.HandlerFailures);
         int logged = logger.Entries.Count(e => e.Exception?.Message == "again");
-        Assert.InRange(logged, 10, 2 + (int)Math.Log2(failures));
+        Assert.Equal(1 + (int)Math.Log2(EpollEventLoop.MaxConsecutiveFailures), logged); // 1, 2, 4, ... 64
+        Assert.Contains(logger.Entries, e => e.Message.Contains("failed 64 times in a row; the fd is no longer watched", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void A_handler_that_fails_now_and_then_stays_registered()
+    {
+        using var loop = new EpollEventLoop("t-flaky");
+        using var fd = new EventFd();
+        int calls = 0;
+        var registration = loop.Add(fd.Handle, EpollEvents.In, _ =>
+        {
+            // Fails on odd calls without consuming, succeeds on the next: never twice in a row.
+            if (Interlocked.Increment(ref calls) % 2 == 1)
+            {
+                throw new InvalidOperationException("sometimes");
+            }
+
+            EventFd.Consume(fd.Handle);
+        });
+        loop.Start();
+        for (int i = 0; i < 2 * EpollEventLoop.MaxConsecutiveFailures; i++)
+        {
+            int before = Volatile.Read(ref calls);
+            fd.Signal();
+            Bounded.Until(() => Volatile.Read(ref calls) >= before + 2, "a failure and a success");
+        }
+
+        Assert.True(registration.IsActive);
+        Assert.True(loop.Stop(Bounded.Ms));
     }
 
     [Fact]
