@@ -49,6 +49,11 @@ public sealed partial class ControlServer : BackgroundService
                 | UnixFileMode.GroupRead | UnixFileMode.GroupExecute);
         }
 
+        if (dir is not null && SocketDirectory.Problem(dir) is { } problem)
+        {
+            throw new IOException($"control socket {_path}: {problem}");
+        }
+
         RemoveStale(_path);
         var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
