@@ -13,34 +13,24 @@ public sealed class SocketDirectoryTests : IDisposable
     {
         // A world-writable, sticky directory of our own, standing in for /tmp.
         _shared = Path.Combine(Path.GetTempPath(), $"pv-shared-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(_shared);
-        File.SetUnixFileMode(_shared, (UnixFileMode)0x3ff | UnixFileMode.StickyBit);
+        MakeDirectory(_shared, 0x3ff); // 01777
     }
 
     [Fact]
-    public void Our_private_directory_in_a_shared_one_is_fine()
-    {
-        string dir = Path.Combine(_shared, "mine");
-        Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute);
-        Assert.Null(SocketDirectory.Problem(dir));
-    }
+    public void Our_private_directory_in_a_shared_one_is_fine() =>
+        Assert.Null(SocketDirectory.Problem(MakeDirectory(Path.Combine(_shared, "mine"), 0x1e8))); // 0750
 
     [Fact]
     public void A_directory_in_a_private_parent_is_not_examined()
     {
-        string parent = Path.Combine(_shared, "private");
-        Directory.CreateDirectory(parent, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        string dir = Path.Combine(parent, "open");
-        Directory.CreateDirectory(dir);
-        File.SetUnixFileMode(dir, (UnixFileMode)0x1ff);
-        Assert.Null(SocketDirectory.Problem(dir));
+        string parent = MakeDirectory(Path.Combine(_shared, "private"), 0x1c0); // 0700
+        Assert.Null(SocketDirectory.Problem(MakeDirectory(Path.Combine(parent, "open"), 0x1ff)));
     }
 
     [Fact]
     public void A_symbolic_link_is_refused()
     {
-        string target = Path.Combine(_shared, "target");
-        Directory.CreateDirectory(target, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        string target = MakeDirectory(Path.Combine(_shared, "target"), 0x1c0);
         string link = Path.Combine(_shared, "link");
         File.CreateSymbolicLink(link, target);
         Assert.Contains("is a symbolic link", SocketDirectory.Problem(link), StringComparison.Ordinal);
@@ -49,9 +39,7 @@ public sealed class SocketDirectoryTests : IDisposable
     [Fact]
     public void A_directory_others_can_write_to_is_refused()
     {
-        string dir = Path.Combine(_shared, "open");
-        Directory.CreateDirectory(dir);
-        File.SetUnixFileMode(dir, (UnixFileMode)0x1ff);
+        string dir = MakeDirectory(Path.Combine(_shared, "open"), 0x1ff); // 0777
         Assert.Contains("writable by group or others (mode 777)", SocketDirectory.Problem(dir), StringComparison.Ordinal);
     }
 
@@ -71,8 +59,7 @@ public sealed class SocketDirectoryTests : IDisposable
             return; // only root can give a directory away
         }
 
-        string dir = Path.Combine(_shared, "theirs");
-        Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        string dir = MakeDirectory(Path.Combine(_shared, "theirs"), 0x1c0);
         using (var chown = Process.Start("chown", ["65534", dir]))
         {
             chown.WaitForExit();
@@ -83,4 +70,12 @@ public sealed class SocketDirectoryTests : IDisposable
     }
 
     public void Dispose() => Directory.Delete(_shared, recursive: true);
+
+    /// <summary>A directory with exactly <paramref name="mode"/> (the umask does not apply).</summary>
+    private static string MakeDirectory(string path, int mode)
+    {
+        Directory.CreateDirectory(path);
+        File.SetUnixFileMode(path, (UnixFileMode)mode);
+        return path;
+    }
 }
