@@ -141,18 +141,21 @@ public static partial class LinkBenchmark
         {
             Console.Error.WriteLine($"link benchmark: copy limit at {size} bytes");
             double copy = CopyLimit(VirtioNetHeader.Size + size, area, seconds, token);
+            Console.Error.WriteLine($"link benchmark: two-thread ring at {size} bytes");
+            double ring = TwoThreadRing(VirtioNetHeader.Size + size, area, seconds, token);
             foreach (var r in rows.Where(r => r.Size == size))
             {
                 r.CopyPerSecond = copy;
+                r.RingPerSecond = ring;
             }
         }
 
-        Console.WriteLine("| packet | mode | link Mpps | link Gbit/s | copy Mpps | copy Gbit/s | link/copy | CPU ns/packet tx, rx (busy) | copy ns/packet | remote reads tx/rx | B alloc/packet tx | B alloc/packet rx |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("| packet | mode | link Mpps | link Gbit/s | copy Mpps | copy Gbit/s | link/copy | two-thread ring Mpps | link/ring | CPU ns/packet tx, rx (busy) | copy ns/packet | remote reads tx/rx | B alloc/packet tx | B alloc/packet rx |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (var r in rows.OrderBy(r => Array.IndexOf(sizes, r.Size)))
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {r.Size} B | {ModeName(r.Poll)} | {r.PerSecond / 1e6:0.000} | {Gbps(r.PerSecond, r.Size):0.00} | {r.CopyPerSecond / 1e6:0.000} | {Gbps(r.CopyPerSecond, r.Size):0.00} | {r.PerSecond / r.CopyPerSecond:0.000}x | {r.SenderCpuNs:0} ({r.SenderBusy * 100:0}%), {r.ReceiverCpuNs:0} ({r.ReceiverBusy * 100:0}%) | {1e9 / r.CopyPerSecond:0.0} | {r.SenderReads}/{r.ReceiverReads} | {PerPacket(r.SenderAllocated, r.SenderPackets)} | {PerPacket(r.ReceiverAllocated, r.ReceiverPackets)} |"));
+                $"| {r.Size} B | {ModeName(r.Poll)} | {r.PerSecond / 1e6:0.000} | {Gbps(r.PerSecond, r.Size):0.00} | {r.CopyPerSecond / 1e6:0.000} | {Gbps(r.CopyPerSecond, r.Size):0.00} | {r.PerSecond / r.CopyPerSecond:0.000}x | {r.RingPerSecond / 1e6:0.000} | {r.PerSecond / r.RingPerSecond:0.00}x | {r.SenderCpuNs:0} ({r.SenderBusy * 100:0}%), {r.ReceiverCpuNs:0} ({r.ReceiverBusy * 100:0}%) | {1e9 / r.CopyPerSecond:0.0} | {r.SenderReads}/{r.ReceiverReads} | {PerPacket(r.SenderAllocated, r.SenderPackets)} | {PerPacket(r.ReceiverAllocated, r.ReceiverPackets)} |"));
         }
 
         Console.WriteLine();
@@ -177,6 +180,92 @@ public static partial class LinkBenchmark
 
     private static string Per1000(long count, long packets) =>
         (count * 1000.0 / Math.Max(1, packets)).ToString("0.#", CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// Frames per second of the least two threads can do to pass frames: a bare
+    /// single-producer, single-consumer ring over the same area, no descriptors, no
+    /// notifications. One thread copies each frame into the next 64-aligned place and
+    /// publishes its index every 32 frames; the other checks each frame's first and last
+    /// bytes, as the link's receiver here does, and hands the places back per batch. What it
+    /// costs beyond <see cref="CopyLimit"/> is the cache lines crossing between the CPUs: the
+    /// yardstick for any link between two threads on this machine.
+    /// </summary>
+    private static double TwoThreadRing(int frameLength, int area, double seconds, CancellationToken token)
+    {
+        const int Publish = 32;
+        byte[] source = GC.AllocateArray<byte>(frameLength, pinned: true);
+        byte[] target = GC.AllocateArray<byte>(area + 64, pinned: true);
+        int stride = (frameLength + 63) & ~63;
+        long slots = Math.Min(256, area / stride);
+        var indices = new long[32]; // produced at [0], consumed at [16]: separate lines
+        bool stop = false;
+        long bad = 0;
+        var consumer = new Thread(() =>
+        {
+            long next = 0;
+            while (!Volatile.Read(ref stop))
+            {
+                long produced = Volatile.Read(ref indices[0]);
+                for (; next < produced; next++)
+                {
+                    int at = (int)(next % slots) * stride;
+                    if (BinaryPrimitives.ReadInt32LittleEndian(target.AsSpan(at)) != (int)next || target[at + frameLength - 1] != (byte)next)
+                    {
+                        bad++;
+                    }
+                }
+
+                Volatile.Write(ref indices[16], next);
+            }
+        })
+        { IsBackground = true, Name = "ring-rx" };
+        consumer.Start();
+        double rate = 0;
+        long sequence = 0;
+        foreach (double span in new[] { 0.3, seconds }) // warm-up, then the measurement
+        {
+            long start = Stopwatch.GetTimestamp();
+            long end = start + (long)(span * Stopwatch.Frequency);
+            long first = sequence;
+            long now;
+            do
+            {
+                for (int i = 0; i < Publish; i++, sequence++)
+                {
+                    if (sequence - Volatile.Read(ref indices[16]) >= slots)
+                    {
+                        // Full (a ring of big frames has fewer places than a batch): show the
+                        // consumer what is there, then wait for it.
+                        Volatile.Write(ref indices[0], sequence);
+                        while (sequence - Volatile.Read(ref indices[16]) >= slots)
+                        {
+                            Thread.SpinWait(1);
+                        }
+                    }
+
+                    BinaryPrimitives.WriteInt32LittleEndian(source, (int)sequence);
+                    source[^1] = (byte)sequence;
+                    source.AsSpan().CopyTo(target.AsSpan((int)(sequence % slots) * stride, frameLength));
+                }
+
+                Volatile.Write(ref indices[0], sequence);
+                now = Stopwatch.GetTimestamp();
+            }
+            while (now < end && !token.IsCancellationRequested);
+
+            rate = (sequence - first) / Stopwatch.GetElapsedTime(start, now).TotalSeconds;
+        }
+
+        Volatile.Write(ref stop, true);
+        consumer.Join();
+        token.ThrowIfCancellationRequested();
+        if (bad != 0)
+        {
+            throw new InvalidOperationException($"two-thread ring: {bad} frames read wrong");
+        }
+
+        return rate;
+    }
 
     /// <summary>Frames per second of one thread copying <paramref name="frameLength"/> bytes
     /// from one buffer into successive 64-aligned places of an <paramref name="area"/>-byte
@@ -229,6 +318,8 @@ public static partial class LinkBenchmark
         public bool Poll;
         public double PerSecond;
         public double CopyPerSecond;
+
+        public double RingPerSecond;
         public long SenderReads;
         public long ReceiverReads;
         public long SenderAllocated;
