@@ -111,7 +111,7 @@ public sealed class NetRxQueue : NetQueue
             ref readonly var first = ref _segments[chain.SegmentStart];
             if (first.Length >= needed)
             {
-                StoreHeader(memory, first.Host, headerLow, (headerHigh & 0xffff) | (1u << 16));
+                StoreHeader(memory, first.Host, headerLow, VirtioNetHeader.WithNumBuffers(headerHigh, 1));
                 memory.Access.CopyTo(first.Host + _guestHeader, new ReadOnlySpan<byte>((byte*)frame[0].Host + VirtioNetHeader.Size, packet));
                 Ring.PushUsed(chain.Head, needed);
                 _heldStart = held + 1;
@@ -141,8 +141,7 @@ public sealed class NetRxQueue : NetQueue
             return ReceiveResult.Dropped;
         }
 
-        // num_buffers is the header's last 16 bits.
-        headerHigh = (headerHigh & 0xffff) | ((uint)chainsNeeded << 16);
+        headerHigh = VirtioNetHeader.WithNumBuffers(headerHigh, (ushort)chainsNeeded);
         int sourceOffset = VirtioNetHeader.Size;
         int remaining = packet;
         for (int c = 0; c < chainsNeeded; c++)
@@ -179,12 +178,8 @@ public sealed class NetRxQueue : NetQueue
         return ReceiveResult.Delivered;
     }
 
-
     /// <summary>Publishes what <see cref="Receive"/> wrote and interrupts the driver if it asked.</summary>
-    public void Flush()
-    {
-        Publish();
-    }
+    public void Flush() => Publish();
 
     private protected override void OnStarted()
     {

@@ -65,6 +65,11 @@ public static class VirtioNetHeader
     public static void SetNumBuffers(Span<byte> header, ushort count) =>
         BinaryPrimitives.WriteUInt16LittleEndian(header[NumBuffersOffset..], count);
 
+    /// <summary>The header's bytes 8..11 as one little-endian value (csum_offset, then
+    /// num_buffers), with num_buffers set to <paramref name="count"/>: for a header carried in
+    /// registers rather than staged in memory.</summary>
+    public static uint WithNumBuffers(uint high, ushort count) => (high & 0xffff) | ((uint)count << 16);
+
     /// <summary>
     /// True when a receiving driver that negotiated <paramref name="features"/> can take a
     /// frame with this header: a partial checksum needs GUEST_CSUM, each GSO kind its
