@@ -68,14 +68,23 @@ public static class VhostBenchmark
                 var theirs = new List<double>();
                 var ratios = new List<double>();
                 string perFrame = "?";
+                Task<(double Mpps, string BytesPerFrame)> Ours() => MeasureAsync(mode, size, seconds, socket => StartOurs(pcivirtio, socket, mode, size));
+                Task<(double Mpps, string BytesPerFrame)> Theirs() => MeasureAsync(mode, size, seconds, socket => StartDpdk(socket, mode, size));
                 for (int round = 0; round < rounds; round++)
                 {
                     // Alternate which goes first, so a drift during the round favours neither.
-                    async Task<(double Mpps, string BytesPerFrame)> Ours() => await MeasureAsync(mode, size, seconds, socket => StartOurs(pcivirtio, socket, mode, size));
-                    async Task<(double Mpps, string BytesPerFrame)> Theirs() => await MeasureAsync(mode, size, seconds, socket => StartDpdk(socket, mode, size));
-                    var a = round % 2 == 0 ? await Ours() : await Theirs();
-                    var b = round % 2 == 0 ? await Theirs() : await Ours();
-                    var (o, t) = round % 2 == 0 ? (a, b) : (b, a);
+                    (double Mpps, string BytesPerFrame) o, t;
+                    if (round % 2 == 0)
+                    {
+                        o = await Ours();
+                        t = await Theirs();
+                    }
+                    else
+                    {
+                        t = await Theirs();
+                        o = await Ours();
+                    }
+
                     ours.Add(o.Mpps);
                     theirs.Add(t.Mpps);
                     ratios.Add(o.Mpps / t.Mpps);
@@ -209,7 +218,7 @@ public static class VhostBenchmark
         {
             // SIGTERM, not SIGINT: a shell starts background jobs with SIGINT ignored, and
             // the benchmark may be one.
-            Kill(Signal.Term);
+            Terminate();
             string output = await _output.WaitAsync(TimeSpan.FromSeconds(20));
             // The per-queue report (kicks, interrupts, stalls) goes to stderr: it says how the
             // two sides paced each other, which the rate alone does not.
@@ -233,15 +242,10 @@ public static class VhostBenchmark
             return ValueTask.CompletedTask;
         }
 
-        private void Kill(Signal signal)
+        private void Terminate()
         {
-            using var kill = Process.Start("kill", [signal == Signal.Term ? "-TERM" : "-KILL", _process.Id.ToString(CultureInfo.InvariantCulture)]);
+            using var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(CultureInfo.InvariantCulture)]);
             kill?.WaitForExit();
-        }
-
-        private enum Signal
-        {
-            Term,
         }
     }
 }
