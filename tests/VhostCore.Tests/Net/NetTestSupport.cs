@@ -309,6 +309,14 @@ public sealed class TestNetGuest : IDisposable
         Drivers[Rx(pair)].Publish();
     }
 
+    /// <summary>Posts one receive chain of the given buffers (in that order) and kicks.</summary>
+    public void PostRxChain(int pair, params GuestBuffer[] writable)
+    {
+        Assert.True(Drivers[Rx(pair)].TryAdd([], writable, writable[0].Address));
+        Drivers[Rx(pair)].Publish();
+        Kick(Rx(pair));
+    }
+
     public void Kick(int queue) => Events.Kick(_kicks[queue]);
 
     /// <summary>Reaps the receive queue and reassembles frames (header + packet as the driver
