@@ -62,13 +62,21 @@ internal sealed class LinkDemo(TextWriter output, TimeSpan duration, bool forceP
             }
 
             output.WriteLine($"hw-sim NTB with an {WindowSize >> 20} MiB window each way; host A = namespace {nsA} ({tapA}, 10.99.0.1), host B = namespace {nsB} ({tapB}, 10.99.0.2), MTU 9000");
-            if (!WaitUp(a, b, TimeSpan.FromSeconds(10)))
+            // Up in a snapshot, the link may still go down before its parameters are read (a
+            // renegotiation at start): wait for it again then, within the same time.
+            var upBy = Stopwatch.StartNew();
+            LinkParameters? agreed = null;
+            while (agreed is null && WaitUp(a, b, TimeSpan.FromSeconds(10) - upBy.Elapsed))
+            {
+                agreed = a.Invoke(() => a.Link.Agreed);
+            }
+
+            if (agreed is null)
             {
                 output.WriteLine($"the link did not come up: {a.Snapshot().Problem} / {b.Snapshot().Problem}");
                 return 1;
             }
 
-            var agreed = a.Invoke(() => a.Link.Agreed)!;
             output.WriteLine($"link up: {agreed.QueuePairs} queue pair, rings of {agreed.QueueSize}, {agreed.BufferSize}-byte buffer slots, features {agreed.Features}");
             var ping = Exec("ip", $"netns exec {nsA} ping -c 3 -i 0.2 -W 2 10.99.0.2", TimeSpan.FromSeconds(10));
             output.WriteLine(ping.Split('\n').FirstOrDefault(l => l.Contains("packets transmitted", StringComparison.Ordinal)) ?? ping);
