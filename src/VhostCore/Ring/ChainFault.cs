@@ -18,7 +18,9 @@ internal readonly record struct ChainFault(QueueError Error, int Index, ulong Ad
         QueueError.IndirectNested => $"indirect table entry {Index} is itself indirect",
         QueueError.IndirectWithNext => $"descriptor {Index} has both INDIRECT and NEXT set",
         QueueError.IndirectBadLength => $"indirect table at 0x{Address:x} has length {Length}, not a non-zero multiple of 16 within the limit",
-        QueueError.IndirectOutOfMemory => $"indirect table 0x{Address:x}+0x{Length:x} is not inside one memory region",
+        QueueError.IndirectOutOfMemory => InIndirect
+            ? $"indirect table entry {Index} at 0x{Address:x} straddles two memory regions"
+            : $"indirect table 0x{Address:x}+0x{Length:x} is not inside guest memory",
         QueueError.TooManySegments => "chain has more segments than the caller's segment buffer holds",
         _ => Error.ToString(),
     };

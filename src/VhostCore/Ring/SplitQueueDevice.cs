@@ -457,6 +457,8 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
         var table = _memory.Table;
 
         nint descBase = _ring.Desc;
+        bool spanning = false; // an indirect table over several regions, read entry by entry
+        ulong tableAddress = 0;
         int tableEntries = _size;
         int ttl = _size;
         bool inIndirect = false;
@@ -479,6 +481,15 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
             }
 
             nint d = descBase + (index * SplitRingLayout.DescSize);
+            if (spanning)
+            {
+                ulong entry = tableAddress + ((ulong)index * SplitRingLayout.DescSize);
+                if (!table.TryTranslate(entry, SplitRingLayout.DescSize, out d))
+                {
+                    return new ChainFault(QueueError.IndirectOutOfMemory, index, entry, SplitRingLayout.DescSize, true);
+                }
+            }
+
             ulong addr = access.LoadU64(d);
             ulong word = access.LoadU64(d + 8);
             uint len = (uint)word;
@@ -509,7 +520,17 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
 
                 if (!table.TryTranslate(addr, len, out descBase))
                 {
-                    return new ChainFault(QueueError.IndirectOutOfMemory, index, addr, len, false);
+                    // Contiguous in guest-physical memory but over two or more regions (memory
+                    // backends side by side, as DPDK's vhost also accepts): each entry is then
+                    // translated as it is read. Rare, so the usual table keeps its one base.
+                    if (!_memory.IsMapped(addr, len))
+                    {
+                        return new ChainFault(QueueError.IndirectOutOfMemory, index, addr, len, false);
+                    }
+
+                    spanning = true;
+                    tableAddress = addr;
+                    descBase = 0;
                 }
 
                 tableEntries = (int)(len / SplitRingLayout.DescSize);

@@ -285,22 +285,61 @@ public abstract class DescriptorChainValidationTests<TAccess, TMemory> : RingMem
     }
 
     [Theory]
-    [InlineData(0x2000UL, 32u)]                                                    // outside every region
-    [InlineData(HarnessLayout.GuestBase + MemorySize - 16, 32u)]                     // crosses the end of memory
-    [InlineData(HarnessLayout.GuestBase + HarnessLayout.IndirectAreaOffset + 0x10000 - 16, 32u)] // crosses into the next region
-    public void Indirect_table_outside_memory_or_crossing_a_region_end_breaks_the_queue(ulong table, uint len)
+    [InlineData(0x2000UL, 32u)]                                  // outside every region
+    [InlineData(HarnessLayout.GuestBase + MemorySize - 16, 32u)] // crosses the end of memory
+    public void Indirect_table_outside_memory_breaks_the_queue(ulong table, uint len)
     {
         using var h = NewHarness(features: WithIndirect, memorySize: MemorySize, regionSize: 0x10000);
-        if (h.Memory.IsMapped(table, len))
+        if (h.Memory.IsMapped(table, 16))
         {
-            // Make the entries themselves valid, so only the placement is wrong.
+            // Make the entry that is in memory valid, so only the placement is wrong.
             WriteIndirect(h, table, 0, Buf(0), 16, VirtqDescFlags.None, 0);
-            WriteIndirect(h, table, 1, Buf(1), 16, VirtqDescFlags.None, 0);
         }
 
         h.WriteDesc(0, table, len, VirtqDescFlags.Indirect, 0);
         h.PublishRawAvail(0, 0);
-        AssertPopBreaks(h, QueueError.IndirectOutOfMemory, $"indirect table 0x{table:x}+0x{len:x}", "not inside one memory region");
+        AssertPopBreaks(h, QueueError.IndirectOutOfMemory, $"indirect table 0x{table:x}+0x{len:x}", "not inside guest memory");
+    }
+
+    [Fact]
+    public void Indirect_table_across_two_regions_is_read_entry_by_entry()
+    {
+        // Regions are contiguous in guest-physical memory but host-reversed, so reading the
+        // second half at the first half's host address would read other bytes.
+        using var h = NewHarness(features: WithIndirect, memorySize: MemorySize, regionSize: 0x10000);
+        ulong table = HarnessLayout.GuestBase + HarnessLayout.IndirectAreaOffset + 0x10000 - 32; // two entries each side
+        Assert.False(h.Memory.Table.TryTranslate(table, 64, out _));
+        for (int i = 0; i < 4; i++)
+        {
+            WriteIndirect(h, table, i, Buf(i), (uint)(10 * (i + 1)), i < 3 ? VirtqDescFlags.Next : VirtqDescFlags.None, (ushort)(i + 1));
+        }
+
+        h.WriteDesc(0, table, 64, VirtqDescFlags.Indirect, 0);
+        h.PublishRawAvail(0, 0);
+
+        var chains = new DescriptorChain[4];
+        var segs = new IoSegment[8];
+        Assert.Equal(1, Pop(h.Device, chains, segs));
+        Assert.False(h.Device.IsBroken);
+        Assert.Equal(100u, chains[0].ReadableBytes);
+        var readable = chains[0].Readable(segs);
+        Assert.Equal(4, readable.Length);
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.Equal(Buf(i), readable[i].Guest);
+            Assert.Equal((uint)(10 * (i + 1)), readable[i].Length);
+        }
+    }
+
+    [Fact]
+    public void Indirect_entry_straddling_two_regions_breaks_the_queue()
+    {
+        using var h = NewHarness(features: WithIndirect, memorySize: MemorySize, regionSize: 0x10000);
+        ulong table = HarnessLayout.GuestBase + HarnessLayout.IndirectAreaOffset + 0x10000 - 24; // entry 1 straddles
+        WriteIndirect(h, table, 0, Buf(0), 16, VirtqDescFlags.Next, 1);
+        h.WriteDesc(0, table, 48, VirtqDescFlags.Indirect, 0);
+        h.PublishRawAvail(0, 0);
+        AssertPopBreaks(h, QueueError.IndirectOutOfMemory, "indirect table entry 1", $"0x{table + 16:x}", "straddles two memory regions");
     }
 
     [Fact]
