@@ -119,6 +119,35 @@ public sealed class LinkTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Time_this_end_did_not_run_is_not_held_against_the_peers_heartbeat()
+    {
+        using var pair = new LinkPair(); // peer timeout 600 ms, a tick every 100 ms
+        pair.Start();
+        Assert.True(pair.WaitUntilUp(UpTimeout));
+        long downsA = pair.A.OnLoop(() => pair.A.Link.Stats.LinkDowns);
+        long downsB = pair.B.OnLoop(() => pair.B.Link.Stats.LinkDowns);
+
+        // Neither end runs for 1.5 s, as on a machine too loaded to give either a CPU. The
+        // peer stops first, so this end has seen its last heartbeat before it stops itself,
+        // and comes back 100 ms after this end, whose first ticks then find a heartbeat that
+        // has not moved for over 1.5 s. Only watched time counts: the link stays up.
+        using var releaseA = new ManualResetEventSlim();
+        using var releaseB = new ManualResetEventSlim();
+        pair.B.Loop.Post(() => releaseB.Wait());
+        Thread.Sleep(150);
+        pair.A.Loop.Post(() => releaseA.Wait());
+        Thread.Sleep(1500);
+        releaseA.Set();
+        Thread.Sleep(100);
+        releaseB.Set();
+        Thread.Sleep(1000);
+
+        Assert.Equal(downsA, pair.A.OnLoop(() => pair.A.Link.Stats.LinkDowns));
+        Assert.Equal(downsB, pair.B.OnLoop(() => pair.B.Link.Stats.LinkDowns));
+        Assert.True(pair.WaitUntilUp(TimeSpan.Zero), $"a {pair.A.Link.Problem}, b {pair.B.Link.Problem}");
+    }
+
+    [Fact]
     public void A_peer_speaking_another_version_is_refused_with_both_versions_named()
     {
         using var pair = new LinkPair();

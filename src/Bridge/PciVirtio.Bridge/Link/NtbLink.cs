@@ -36,6 +36,7 @@ public sealed class NtbLink : IDisposable
     private uint _beat;
     private uint _peerBeat;
     private long _peerBeatSeenAt;
+    private long _lastTickAt;
     private string? _lastProblem;
     private bool _disposed;
 
@@ -141,6 +142,7 @@ public sealed class NtbLink : IDisposable
         }
 
         _hardware.WritePeerScratchpad(LinkScratchpad.Heartbeat, ++_beat);
+        DiscountUnwatchedTime();
         switch (State)
         {
             case LinkState.Down:
@@ -189,6 +191,30 @@ public sealed class NtbLink : IDisposable
         {
             Offer();
         }
+    }
+
+    /// <summary>
+    /// The peer's heartbeat is judged only over time this end was watching it. When this
+    /// loop did not run for more than two ticks (an overloaded machine, a stopped process),
+    /// the peer, most likely starved alike, may not have beaten either; that gap, less one
+    /// tick, does not count against it. A peer that is really gone is still declared so
+    /// after <see cref="LinkOptions.PeerTimeout"/> of ticks that ran, however far apart.
+    /// </summary>
+    private void DiscountUnwatchedTime()
+    {
+        long now = Environment.TickCount64;
+        long tick = Math.Max(1, (long)_options.Tick.TotalMilliseconds);
+        long gap = now - _lastTickAt;
+        if (_lastTickAt != 0 && gap > 2 * tick)
+        {
+            _peerBeatSeenAt += gap - tick;
+            if (_logger is not null && State != LinkState.Down)
+            {
+                LinkLog.NotWatched(_logger, Name, gap);
+            }
+        }
+
+        _lastTickAt = now;
     }
 
     private void Offer()
@@ -458,4 +484,7 @@ internal static partial class LinkLog
 
     [LoggerMessage(EventId = 503, Level = LogLevel.Error, Message = "link {Link}: {Problem}")]
     public static partial void Problem(ILogger logger, string link, string problem);
+
+    [LoggerMessage(EventId = 505, Level = LogLevel.Warning, Message = "link {Link}: this end did not run for {GapMs} ms (an overloaded machine or a stopped process); that time is not held against the peer's heartbeat")]
+    public static partial void NotWatched(ILogger logger, string link, long gapMs);
 }
