@@ -1,23 +1,18 @@
 using System.Runtime.InteropServices;
-using System.Text;
 using PciVirtio.Mmio.Interop;
+using PciVirtio.Mmio.Sockets;
 using Tmds.Linux;
 
 namespace PciVirtio.HwSim.Ivshmem;
 
 /// <summary>
-/// Unix stream sockets through raw system calls, for the ivshmem protocol: every message is one
-/// little-endian int64 with at most one file descriptor passed as SCM_RIGHTS, which .NET's
-/// <c>Socket</c> cannot send. All descriptors are close-on-exec.
+/// The ivshmem protocol over unix stream sockets, through raw system calls: every message is
+/// one little-endian int64 with at most one file descriptor passed as SCM_RIGHTS, which .NET's
+/// <c>Socket</c> cannot send. Listening, connecting and removing the socket file are
+/// <see cref="UnixStreamSocket"/>'s. All descriptors are close-on-exec.
 /// </summary>
 internal static unsafe class UnixSocket
 {
-    /// <summary>sun_path holds 108 bytes including the terminating NUL.</summary>
-    private const int MaxPathBytes = 107;
-
-    /// <summary>sizeof(sa_family_t) + sizeof(sun_path).</summary>
-    private const int SockaddrUnSize = 2 + MaxPathBytes + 1;
-
     /// <summary>accept4: a pending connection was aborted before we took it.</summary>
     private const int ECONNABORTED = 103;
 
@@ -31,59 +26,12 @@ internal static unsafe class UnixSocket
         PeerLost,
     }
 
-    /// <summary>Binds and listens on <paramref name="path"/> (non-blocking, for poll + accept).</summary>
-    public static FileDescriptor Listen(string path, int backlog)
-    {
-        var socket = FileDescriptor.FromResult(
-            LibC.socket(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC | LibC.SOCK_NONBLOCK, 0), "socket(AF_UNIX)", path);
-        try
-        {
-            byte* address = stackalloc byte[SockaddrUnSize];
-            int length = FillAddress(address, path);
-            if (LibC.bind(socket.Value, (sockaddr*)address, length) != 0)
-            {
-                throw new NativeCallException("bind", LibC.errno, path);
-            }
-
-            if (LibC.listen(socket.Value, backlog) != 0)
-            {
-                throw new NativeCallException("listen", LibC.errno, path);
-            }
-
-            return socket;
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
-        }
-    }
+    /// <summary>Binds and listens on <paramref name="path"/> (non-blocking, for poll + accept);
+    /// a stale socket file is replaced, a live listener refused (see <see cref="UnixStreamSocket.Listen"/>).</summary>
+    public static FileDescriptor Listen(string path, int backlog) => UnixStreamSocket.Listen(path, backlog, nonBlocking: true).Handle;
 
     /// <summary>Connects a blocking stream socket to <paramref name="path"/>.</summary>
-    public static FileDescriptor Connect(string path)
-    {
-        var socket = FileDescriptor.FromResult(LibC.socket(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0), "socket(AF_UNIX)", path);
-        try
-        {
-            byte* address = stackalloc byte[SockaddrUnSize];
-            int length = FillAddress(address, path);
-            while (LibC.connect(socket.Value, (sockaddr*)address, length) != 0)
-            {
-                int errno = LibC.errno;
-                if (errno != Errno.EINTR)
-                {
-                    throw new NativeCallException("connect", errno, path);
-                }
-            }
-
-            return socket;
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
-        }
-    }
+    public static FileDescriptor Connect(string path) => UnixStreamSocket.Connect(path).Handle;
 
     /// <summary>Accepts one pending connection as a non-blocking socket; null when none is pending.</summary>
     public static FileDescriptor? Accept(FileDescriptor listener)
@@ -326,30 +274,5 @@ internal static unsafe class UnixSocket
     }
 
     /// <summary>Removes the socket file at <paramref name="path"/>, if any.</summary>
-    public static void Unlink(string path)
-    {
-        byte[] utf8 = Encoding.UTF8.GetBytes(path + "\0");
-        fixed (byte* p = utf8)
-        {
-            if (LibC.unlink(p) != 0 && LibC.errno != Errno.ENOENT)
-            {
-                throw new NativeCallException("unlink", LibC.errno, path);
-            }
-        }
-    }
-
-    private static int FillAddress(byte* address, string path)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(path);
-        int byteCount = Encoding.UTF8.GetByteCount(path);
-        if (byteCount > MaxPathBytes)
-        {
-            throw new ArgumentException($"unix socket path is {byteCount} bytes; at most {MaxPathBytes} fit in sun_path: {path}", nameof(path));
-        }
-
-        new Span<byte>(address, SockaddrUnSize).Clear();
-        *(ushort*)address = (ushort)LibC.AF_UNIX;
-        Encoding.UTF8.GetBytes(path, new Span<byte>(address + 2, MaxPathBytes));
-        return 2 + byteCount + 1;
-    }
+    public static void Unlink(string path) => UnixStreamSocket.Unlink(path);
 }
