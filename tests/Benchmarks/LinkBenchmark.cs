@@ -28,7 +28,7 @@ namespace PciVirtio.Benchmarks;
 public static partial class LinkBenchmark
 {
     private const ulong WindowSize = 8 << 20;
-    private const string Usage = "usage: Benchmarks link [--seconds S] [--sizes 64,1500,65535] [--modes doorbells,busy-poll] [--check full|sequence|length] [--tcp-seconds S] [--no-tcp]";
+    private const string Usage = "usage: Benchmarks link [--seconds S] [--sizes 64,1500,65535] [--modes doorbells,busy-poll] [--check full|sequence|length] [--one-thread] [--tcp-seconds S] [--no-tcp]";
 
     public static async Task<int> RunAsync(string[] args)
     {
@@ -38,6 +38,7 @@ public static partial class LinkBenchmark
         bool[] modes = [false];
         int[] sizes = [64, 1500, 65535];
         var check = FrameCheck.Full;
+        bool oneThread = false;
         try
         {
             for (int i = 0; i < args.Length; i++)
@@ -49,6 +50,7 @@ public static partial class LinkBenchmark
                     case "--tcp-seconds": tcpSeconds = double.Parse(Next(), CultureInfo.InvariantCulture); break;
                     case "--sizes": sizes = [.. Next().Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture))]; break;
                     case "--no-tcp": tcp = false; break;
+                    case "--one-thread": oneThread = true; break;
                     case "--check": check = Next() switch
                     {
                         "full" => FrameCheck.Full,
@@ -99,7 +101,7 @@ public static partial class LinkBenchmark
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"link benchmark, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, {RuntimeInformation.FrameworkDescription}, {RuntimeInformation.OSDescription}"));
             Console.WriteLine();
-            var rows = RunPackets(sizes, seconds, modes, check, token);
+            var rows = RunPackets(sizes, seconds, modes, check, oneThread, token);
             Console.WriteLine();
             TcpResult? tcpResult = null;
             if (tcp)
@@ -125,23 +127,26 @@ public static partial class LinkBenchmark
 
     // ---- 1. the packet API over an in-process hw-sim NTB ----
 
-    private static List<PacketRow> RunPackets(int[] sizes, double seconds, bool[] modes, FrameCheck check, CancellationToken token)
+    private static List<PacketRow> RunPackets(int[] sizes, double seconds, bool[] modes, FrameCheck check, bool oneThread, CancellationToken token)
     {
         var offer = new LinkParameters();
         int area = offer.QueueSize * offer.BufferSize;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"packet API over an in-process hw-sim NTB ({WindowSize >> 20} MiB window, {offer.QueueSize}-entry rings, {area >> 10} KiB of receive buffers), {seconds:0.#} s per size after warm-up: one loop thread sends (batches of {Sender.Batch}, a flush per batch, {Sender.Batch * Sender.BatchesPerTurn} frames per loop turn at most), the other checks every frame ({CheckText(check)}). Copy limit: one thread copying the same frames into a {area >> 10} KiB area for as long. Sizes are packet bytes (the frame adds the {VirtioNetHeader.Size}-byte vnet header); Gbit/s counts packet bytes. Mode doorbells: EVENT_IDX-suppressed kicks and used doorbells, as `pcivirtio link` runs by default; busy-poll (--modes doorbells,busy-poll): LinkOptions.Poll on both ends."));
+            $"packet API over an in-process hw-sim NTB ({WindowSize >> 20} MiB window, {offer.QueueSize}-entry rings, {area >> 10} KiB of receive buffers), {seconds:0.#} s per size after warm-up: one loop thread sends (batches of {Sender.Batch}, a flush per batch, {Sender.Batch * Sender.BatchesPerTurn} frames per loop turn at most), the other checks every frame ({CheckText(check)}). Copy limit: one thread copying the same frames into a {area >> 10} KiB area for as long. Sizes are packet bytes (the frame adds the {VirtioNetHeader.Size}-byte vnet header); Gbit/s counts packet bytes. Mode doorbells: EVENT_IDX-suppressed kicks and used doorbells, as `pcivirtio link` runs by default; busy-poll (--modes doorbells,busy-poll): LinkOptions.Poll on both ends.{(oneThread ? " Rows marked one thread (--one-thread): both ends on one loop thread, so no cache line crosses between CPUs and what is left is the link's own instructions; their CPU columns are that one thread's." : "")}"));
         Console.WriteLine();
         var rows = new List<PacketRow>();
-        foreach (bool poll in modes)
+        foreach (bool single in oneThread ? new[] { false, true } : [false])
         {
-            using var bench = new PacketBench(poll, check);
-            Console.Error.WriteLine($"link benchmark: bringing the link up ({ModeName(poll)})");
-            bench.Start(token);
-            foreach (int size in sizes)
+            foreach (bool poll in modes)
             {
-                Console.Error.WriteLine($"link benchmark: {size}-byte packets, {ModeName(poll)}");
-                rows.Add(bench.Measure(size, seconds, token));
+                using var bench = new PacketBench(poll, check, single);
+                Console.Error.WriteLine($"link benchmark: bringing the link up ({ModeName(poll, single)})");
+                bench.Start(token);
+                foreach (int size in sizes)
+                {
+                    Console.Error.WriteLine($"link benchmark: {size}-byte packets, {ModeName(poll, single)}");
+                    rows.Add(bench.Measure(size, seconds, token));
+                }
             }
         }
 
@@ -163,20 +168,22 @@ public static partial class LinkBenchmark
         foreach (var r in rows.OrderBy(r => Array.IndexOf(sizes, r.Size)))
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {r.Size} B | {ModeName(r.Poll)} | {r.PerSecond / 1e6:0.000} | {Gbps(r.PerSecond, r.Size):0.00} | {r.CopyPerSecond / 1e6:0.000} | {Gbps(r.CopyPerSecond, r.Size):0.00} | {r.PerSecond / r.CopyPerSecond:0.000}x | {r.RingPerSecond / 1e6:0.000} | {r.PerSecond / r.RingPerSecond:0.00}x | {r.SenderCpuNs:0} ({r.SenderBusy * 100:0}%), {r.ReceiverCpuNs:0} ({r.ReceiverBusy * 100:0}%) | {1e9 / r.CopyPerSecond:0.0} | {r.SenderReads}/{r.ReceiverReads} | {PerPacket(r.SenderAllocated, r.SenderPackets)} | {PerPacket(r.ReceiverAllocated, r.ReceiverPackets)} |"));
+                $"| {r.Size} B | {ModeName(r.Poll, r.OneThread)} | {r.PerSecond / 1e6:0.000} | {Gbps(r.PerSecond, r.Size):0.00} | {r.CopyPerSecond / 1e6:0.000} | {Gbps(r.CopyPerSecond, r.Size):0.00} | {r.PerSecond / r.CopyPerSecond:0.000}x | {r.RingPerSecond / 1e6:0.000} | {r.PerSecond / r.RingPerSecond:0.00}x | {r.SenderCpuNs:0} ({r.SenderBusy * 100:0}%), {r.ReceiverCpuNs:0} ({r.ReceiverBusy * 100:0}%) | {1e9 / r.CopyPerSecond:0.0} | {r.SenderReads}/{r.ReceiverReads} | {PerPacket(r.SenderAllocated, r.SenderPackets)} | {PerPacket(r.ReceiverAllocated, r.ReceiverPackets)} |"));
         }
 
         Console.WriteLine();
         foreach (var r in rows.OrderBy(r => Array.IndexOf(sizes, r.Size)))
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"- {r.Size} B, {ModeName(r.Poll)}: {r.Total} frames checked ({r.Bad} bad, {r.Lost} missing, {r.Dropped} refused by the link). Measured window: {r.Stalls} sender stalls (NoBuffers), {r.Retries} retries after 100 ms without SpaceAvailable; tx rang {r.KicksSent} kicks ({Per1000(r.KicksSent, r.SenderPackets)}/1000 packets) and allocated {r.SenderAllocated} B{PerDoorbell(r.SenderAllocated, r.KicksSent)}; rx rang {r.UsedDoorbells} used doorbells and allocated {r.ReceiverAllocated} B{PerDoorbell(r.ReceiverAllocated, r.UsedDoorbells)}"));
+                $"- {r.Size} B, {ModeName(r.Poll, r.OneThread)}: {r.Total} frames checked ({r.Bad} bad, {r.Lost} missing, {r.Dropped} refused by the link). Measured window: {r.Stalls} sender stalls (NoBuffers), {r.Retries} retries after 100 ms without SpaceAvailable; tx rang {r.KicksSent} kicks ({Per1000(r.KicksSent, r.SenderPackets)}/1000 packets) and allocated {r.SenderAllocated} B{PerDoorbell(r.SenderAllocated, r.KicksSent)}; rx rang {r.UsedDoorbells} used doorbells and allocated {r.ReceiverAllocated} B{PerDoorbell(r.ReceiverAllocated, r.UsedDoorbells)}"));
         }
 
         return rows;
     }
 
     private static string ModeName(bool poll) => poll ? "busy-poll" : "doorbells";
+
+    private static string ModeName(bool poll, bool oneThread) => oneThread ? ModeName(poll) + ", one thread" : ModeName(poll);
 
     private static string CheckText(FrameCheck check) => check switch
     {
@@ -338,6 +345,7 @@ public static partial class LinkBenchmark
     {
         public int Size;
         public bool Poll;
+        public bool OneThread;
         public double PerSecond;
         public double CopyPerSecond;
 
@@ -627,8 +635,9 @@ public static partial class LinkBenchmark
         private readonly HwSimDevice _device;
         private readonly SimNtbHardware _hwA;
         private readonly SimNtbHardware _hwB;
-        private readonly EpollEventLoop _loopA = new("lbench-tx");
-        private readonly EpollEventLoop _loopB = new("lbench-rx");
+        private readonly bool _oneThread;
+        private readonly EpollEventLoop _loopA;
+        private readonly EpollEventLoop _loopB;
         private readonly NtbLink _linkA;
         private readonly NtbLink _linkB;
         private readonly Sender _sender;
@@ -636,9 +645,13 @@ public static partial class LinkBenchmark
         private readonly Sampler _sampleA;
         private readonly Sampler _sampleB;
 
-        public PacketBench(bool poll, FrameCheck check)
+        /// <param name="oneThread">Both ends on one loop thread (nothing crosses between CPUs).</param>
+        public PacketBench(bool poll, FrameCheck check, bool oneThread)
         {
             _poll = poll;
+            _oneThread = oneThread;
+            _loopA = new EpollEventLoop(oneThread ? "lbench" : "lbench-tx");
+            _loopB = oneThread ? _loopA : new EpollEventLoop("lbench-rx");
             _receiver = new Receiver(check);
             _device = HwSimDevice.Create(windows: 1, windowSize: WindowSize);
             _hwA = new SimNtbHardware(_device.OpenPort(0));
@@ -657,7 +670,11 @@ public static partial class LinkBenchmark
         public void Start(CancellationToken token)
         {
             _loopA.Start();
-            _loopB.Start();
+            if (!_oneThread)
+            {
+                _loopB.Start();
+            }
+
             _loopA.Post(_linkA.Start);
             _loopB.Post(_linkB.Start);
             var clock = Stopwatch.StartNew();
@@ -719,6 +736,7 @@ public static partial class LinkBenchmark
             {
                 Size = packetBytes,
                 Poll = _poll,
+                OneThread = _oneThread,
                 PerSecond = (b1.Packets - b0.Packets) / Stopwatch.GetElapsedTime(b0.Timestamp, b1.Timestamp).TotalSeconds,
                 SenderReads = _hwA.RemoteAccesses.Since(remoteA).Reads,
                 ReceiverReads = _hwB.RemoteAccesses.Since(remoteB).Reads,
@@ -754,7 +772,10 @@ public static partial class LinkBenchmark
                         return 0;
                     });
                 }
+            }
 
+            foreach (var loop in _oneThread ? [_loopA] : new[] { _loopA, _loopB })
+            {
                 loop.Stop(10_000);
                 loop.Dispose();
             }
@@ -1172,6 +1193,7 @@ public static partial class LinkBenchmark
     {
         static string Verdict(bool met) => met ? "met" : "NOT met";
         Console.WriteLine("targets:");
+        rows = [.. rows.Where(r => !r.OneThread)]; // the targets are about two hosts: two threads
         var mtu = rows.Where(r => r.Size == 1500).ToList();
         if (mtu.Count == 0)
         {
