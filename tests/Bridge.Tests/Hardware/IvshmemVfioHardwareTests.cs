@@ -157,6 +157,54 @@ public sealed class IvshmemVfioHardwareTests : NtbHardwareContractTests
     }
 
     [Fact]
+    public void Time_nothing_watched_the_peer_is_not_held_against_it_and_a_dead_peer_still_times_out()
+    {
+        using var fabric = new FakeIvshmemFabric();
+        var timeA = new ManualTime();
+        var timeB = new ManualTime();
+        static IvshmemNtbOptions On(ManualTime time) => new()
+        {
+            HeartbeatInterval = TimeSpan.FromMilliseconds(100),
+            LinkTimeout = TimeSpan.FromSeconds(1),
+            TimeProvider = time,
+        };
+
+        using var a = new IvshmemVfioHardware(fabric.Connect(0), On(timeA));
+        using var b = new IvshmemVfioHardware(fabric.Connect(1), On(timeB));
+        static void Beat(ManualTime time)
+        {
+            time.Advance(TimeSpan.FromMilliseconds(100));
+            time.Timer!.Fire();
+        }
+
+        Beat(timeA);
+        Beat(timeB);
+        Assert.True(a.RefreshLinkState());
+        Assert.True(b.RefreshLinkState());
+
+        // Both hosts stand still for 5 s (paused guests, an overloaded machine). A looks
+        // first and finds B's heartbeat where it was 5 s ago: not held against B.
+        timeA.Advance(TimeSpan.FromSeconds(5));
+        timeB.Advance(TimeSpan.FromSeconds(5));
+        timeA.Timer!.Fire();
+        Assert.True(a.IsLinkUp, "A held the time nobody watched against B");
+        Beat(timeB);
+        Beat(timeA);
+        Assert.True(a.IsLinkUp);
+        Assert.True(b.IsLinkUp);
+
+        // B dies while A keeps watching: down once its heartbeat has not moved for the timeout.
+        for (int i = 1; i <= 10; i++)
+        {
+            Beat(timeA);
+            Assert.True(a.IsLinkUp, $"down after {i * 100} ms of silence");
+        }
+
+        Beat(timeA);
+        Assert.False(a.IsLinkUp);
+    }
+
+    [Fact]
     public void A_peer_without_heartbeat_is_not_timed_out()
     {
         using var fabric = new FakeIvshmemFabric();

@@ -30,4 +30,7 @@ public sealed class IvshmemNtbOptions
     public VfioOpenOptions? Vfio { get; init; }
 
     public ILogger? Logger { get; init; }
+
+    /// <summary>The clock of the heartbeat (its timer and the timeout); tests drive it by hand.</summary>
+    public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 }

@@ -50,7 +50,11 @@ public sealed class IvshmemVfioHardware : INtbHardware
     private readonly uint[] _sent;
     private readonly uint[] _cleared;
     private readonly ulong _session;
-    private readonly Timer? _timer;
+    private readonly ITimer? _timer;
+    private readonly TimeProvider _time;
+    private readonly long _intervalMs;
+    private long _lastEvaluatedAt;
+    private bool _evaluated;
     private ulong _mask;
     private ulong _heartbeat;
     private ulong _peerSession;
@@ -116,7 +120,9 @@ public sealed class IvshmemVfioHardware : INtbHardware
             _remote = new AccessCounters(_peerArea + IvshmemLinkArea.Size, windowSize);
             _peerWindow = NtbPeerWindow.OverIoMemory(_peerArea + IvshmemLinkArea.Size, windowSize, LocalWindow, new IoMemoryAccessor(_remote));
 
+            _time = options.TimeProvider;
             long intervalMs = (long)options.HeartbeatInterval.TotalMilliseconds;
+            _intervalMs = intervalMs;
             _timeoutMs = (long)options.LinkTimeout.TotalMilliseconds;
             _sent = new uint[DoorbellCount];
             _cleared = new uint[DoorbellCount];
@@ -130,7 +136,7 @@ public sealed class IvshmemVfioHardware : INtbHardware
 
             _peerSession = Own64(IvshmemLinkArea.Session);
             _peerHeartbeat = Own64(IvshmemLinkArea.Heartbeat);
-            _peerHeartbeatSeenAt = Environment.TickCount64;
+            _peerHeartbeatSeenAt = NowMs();
             _session = NewSession();
             Attach(intervalMs);
             HardwareLog.Attached(_logger, Name, Id, PeerId, windowSize, DoorbellCount, intervalMs);
@@ -144,7 +150,8 @@ public sealed class IvshmemVfioHardware : INtbHardware
             _device.WriteRegister(IvshmemRegister.Doorbell, DoorbellValue(LinkVector));
             if (intervalMs > 0)
             {
-                _timer = new Timer(static state => ((IvshmemVfioHardware)state!).Tick(), this, intervalMs, intervalMs);
+                var interval = TimeSpan.FromMilliseconds(intervalMs);
+                _timer = _time.CreateTimer(static state => ((IvshmemVfioHardware)state!).Tick(), this, interval, interval);
             }
         }
         catch
@@ -409,11 +416,33 @@ public sealed class IvshmemVfioHardware : INtbHardware
         }
     }
 
+    private long NowMs() => (long)(_time.GetTimestamp() * 1000.0 / _time.TimestampFrequency);
+
+    /// <summary>
+    /// The peer's heartbeat is judged only over time we were watching it (our heartbeat
+    /// timer, or the link asking for the state). When nothing looked for more than two of our
+    /// intervals (an overloaded host, a paused or slow guest, a stopped process), the peer,
+    /// most likely held up alike, may not have beaten either: that gap, less one interval,
+    /// is not held against it. A peer that is really gone still times out after
+    /// <see cref="IvshmemNtbOptions.LinkTimeout"/> of watching, however far apart the looks.
+    /// </summary>
+    private void DiscountUnwatchedTime(long now)
+    {
+        if (_intervalMs > 0 && _evaluated && now - _lastEvaluatedAt > 2 * _intervalMs)
+        {
+            _peerHeartbeatSeenAt += now - _lastEvaluatedAt - _intervalMs;
+        }
+
+        _lastEvaluatedAt = now;
+        _evaluated = true;
+    }
+
     /// <summary>Reads the peer's record in our area and updates the link state; true when it
     /// changed. Caller holds the link lock.</summary>
     private bool Evaluate()
     {
-        long now = Environment.TickCount64;
+        long now = NowMs();
+        DiscountUnwatchedTime(now);
         uint magic = Own32(IvshmemLinkArea.Magic);
         uint version = Own32(IvshmemLinkArea.Version);
         uint writer = Own32(IvshmemLinkArea.WriterId);
