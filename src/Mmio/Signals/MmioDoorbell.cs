@@ -25,8 +25,10 @@ public enum DoorbellWidth
 /// reference for the doorbell's lifetime and its address taken once; disposing the mapping
 /// first therefore cannot leave the doorbell writing into unmapped (or re-used) memory — the
 /// unmap waits for <see cref="Dispose"/>.</para>
-/// <para>Notifying from several threads is fine (each store is one bus transaction); only
-/// <see cref="Dispose"/> must not race a <see cref="Notify"/>.</para>
+/// <para>Notifying from several threads is fine (each store is one bus transaction), and so
+/// is <see cref="Dispose"/> racing a <see cref="Notify"/>: a Notify that has taken the address
+/// finishes its store before Dispose lets go of the mapping, and a later one throws
+/// <see cref="ObjectDisposedException"/>.</para>
 /// </remarks>
 public sealed class MmioDoorbell : INotifier, IDisposable
 {
@@ -39,6 +41,7 @@ public sealed class MmioDoorbell : INotifier, IDisposable
     private readonly ulong _maxValue;
     private nint _address;
     private long _notifications;
+    private int _writers; // Notify calls between taking the address and their store
 
     /// <summary>
     /// A doorbell at <paramref name="offset"/> of <paramref name="mapping"/> that
@@ -133,6 +136,15 @@ public sealed class MmioDoorbell : INotifier, IDisposable
     {
         if (Interlocked.Exchange(ref _address, 0) != 0)
         {
+            // A Notify that took the address before it went to zero is still storing: the
+            // mapping must outlive that store (both sides are full fences, so either it saw
+            // zero or we see it counted).
+            var spin = default(SpinWait);
+            while (Volatile.Read(ref _writers) != 0)
+            {
+                spin.SpinOnce();
+            }
+
             _mapping.DangerousRelease();
         }
     }
@@ -140,8 +152,13 @@ public sealed class MmioDoorbell : INotifier, IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Write(ulong value)
     {
-        nint address = _address;
-        ObjectDisposedException.ThrowIf(address == 0, this);
+        Interlocked.Increment(ref _writers);
+        nint address = Volatile.Read(ref _address);
+        if (address == 0)
+        {
+            Interlocked.Decrement(ref _writers);
+            ObjectDisposedException.ThrowIf(true, this);
+        }
 
         // Everything announced (payload, ring entries, the published index) must reach the
         // device before the doorbell that makes it look.
@@ -159,6 +176,7 @@ public sealed class MmioDoorbell : INotifier, IDisposable
                 break;
         }
 
+        Interlocked.Decrement(ref _writers);
         Interlocked.Increment(ref _notifications);
     }
 }

@@ -143,6 +143,47 @@ public class MmioDoorbellTests
     }
 
     [Fact]
+    public void Dispose_racing_notify_never_lets_a_store_reach_unmapped_memory()
+    {
+        // The owner has disposed the mapping, so the doorbell's release unmaps it: a Notify
+        // storing after that would fault and take the process down.
+        using var fd = MemFd.Create("doorbell-race", BarSize);
+        int notified = 0;
+        int refused = 0;
+        for (int round = 0; round < 200; round++)
+        {
+            var bar = MemoryMapping.Map(fd, 0, BarSize);
+            var doorbell = new MmioDoorbell(bar, 8, 0x55, DoorbellWidth.Bits32);
+            bar.Dispose();
+            using var go = new ManualResetEventSlim();
+            var ringer = new Thread(() =>
+            {
+                go.Wait();
+                try
+                {
+                    while (true)
+                    {
+                        doorbell.Notify();
+                        Interlocked.Increment(ref notified);
+                    }
+                }
+                catch (ObjectDisposedException)
+                {
+                    Interlocked.Increment(ref refused);
+                }
+            });
+            ringer.Start();
+            go.Set();
+            Thread.SpinWait(50 * (round % 20));
+            doorbell.Dispose();
+            Assert.True(ringer.Join(TimeSpan.FromSeconds(10)));
+        }
+
+        Assert.Equal(200, refused);
+        Assert.True(notified > 0);
+    }
+
+    [Fact]
     public void It_is_a_notifier()
     {
         using var fd = MemFd.Create("doorbell-notifier", BarSize);
