@@ -232,13 +232,9 @@ public static partial class LinkBenchmark
                 for (; next < produced; next++)
                 {
                     int at = (int)(next % slots) * stride;
-                    bool wrong = check switch
-                    {
-                        FrameCheck.Full => BinaryPrimitives.ReadInt32LittleEndian(target.AsSpan(at)) != (int)next || target[at + frameLength - 1] != (byte)next,
-                        FrameCheck.Sequence => BinaryPrimitives.ReadInt32LittleEndian(target.AsSpan(at)) != (int)next,
-                        _ => false,
-                    };
-                    if (wrong)
+                    if (check != FrameCheck.Length
+                        && (BinaryPrimitives.ReadInt32LittleEndian(target.AsSpan(at)) != (int)next
+                            || (check == FrameCheck.Full && target[at + frameLength - 1] != (byte)next)))
                     {
                         bad++;
                     }
@@ -635,7 +631,6 @@ public static partial class LinkBenchmark
         private readonly HwSimDevice _device;
         private readonly SimNtbHardware _hwA;
         private readonly SimNtbHardware _hwB;
-        private readonly bool _oneThread;
         private readonly EpollEventLoop _loopA;
         private readonly EpollEventLoop _loopB;
         private readonly NtbLink _linkA;
@@ -649,7 +644,6 @@ public static partial class LinkBenchmark
         public PacketBench(bool poll, FrameCheck check, bool oneThread)
         {
             _poll = poll;
-            _oneThread = oneThread;
             _loopA = new EpollEventLoop(oneThread ? "lbench" : "lbench-tx");
             _loopB = oneThread ? _loopA : new EpollEventLoop("lbench-rx");
             _receiver = new Receiver(check);
@@ -667,10 +661,13 @@ public static partial class LinkBenchmark
             _sampleB = new Sampler(_loopB, () => new Reading(GC.GetAllocatedBytesForCurrentThread(), _receiver.Packets, Stopwatch.GetTimestamp(), ThreadCpuNs(), statsB.RxStalls, statsB.DoorbellsSent, 0));
         }
 
+        /// <summary>Both ends run on one loop thread.</summary>
+        private bool OneThread => _loopB == _loopA;
+
         public void Start(CancellationToken token)
         {
             _loopA.Start();
-            if (!_oneThread)
+            if (!OneThread)
             {
                 _loopB.Start();
             }
@@ -736,7 +733,7 @@ public static partial class LinkBenchmark
             {
                 Size = packetBytes,
                 Poll = _poll,
-                OneThread = _oneThread,
+                OneThread = OneThread,
                 PerSecond = (b1.Packets - b0.Packets) / Stopwatch.GetElapsedTime(b0.Timestamp, b1.Timestamp).TotalSeconds,
                 SenderReads = _hwA.RemoteAccesses.Since(remoteA).Reads,
                 ReceiverReads = _hwB.RemoteAccesses.Since(remoteB).Reads,
@@ -774,7 +771,7 @@ public static partial class LinkBenchmark
                 }
             }
 
-            foreach (var loop in _oneThread ? [_loopA] : new[] { _loopA, _loopB })
+            foreach (var loop in new[] { _loopA, _loopB }.Distinct())
             {
                 loop.Stop(10_000);
                 loop.Dispose();

@@ -53,8 +53,7 @@ public sealed class IvshmemVfioHardware : INtbHardware
     private readonly ITimer? _timer;
     private readonly TimeProvider _time;
     private readonly long _intervalMs;
-    private long _lastEvaluatedAt;
-    private bool _evaluated;
+    private HeartbeatWatch _watch;
     private ulong _mask;
     private ulong _heartbeat;
     private ulong _peerSession;
@@ -418,31 +417,15 @@ public sealed class IvshmemVfioHardware : INtbHardware
 
     private long NowMs() => (long)(_time.GetTimestamp() * 1000.0 / _time.TimestampFrequency);
 
-    /// <summary>
-    /// The peer's heartbeat is judged only over time we were watching it (our heartbeat
-    /// timer, or the link asking for the state). When nothing looked for more than two of our
-    /// intervals (an overloaded host, a paused or slow guest, a stopped process), the peer,
-    /// most likely held up alike, may not have beaten either: that gap, less one interval,
-    /// is not held against it. A peer that is really gone still times out after
-    /// <see cref="IvshmemNtbOptions.LinkTimeout"/> of watching, however far apart the looks.
-    /// </summary>
-    private void DiscountUnwatchedTime(long now)
-    {
-        if (_intervalMs > 0 && _evaluated && now - _lastEvaluatedAt > 2 * _intervalMs)
-        {
-            _peerHeartbeatSeenAt += now - _lastEvaluatedAt - _intervalMs;
-        }
-
-        _lastEvaluatedAt = now;
-        _evaluated = true;
-    }
-
     /// <summary>Reads the peer's record in our area and updates the link state; true when it
     /// changed. Caller holds the link lock.</summary>
     private bool Evaluate()
     {
         long now = NowMs();
-        DiscountUnwatchedTime(now);
+
+        // Judged only over time we were watching (our timer, or the link asking):
+        // HeartbeatWatch.
+        _peerHeartbeatSeenAt += _watch.Look(now, _intervalMs);
         uint magic = Own32(IvshmemLinkArea.Magic);
         uint version = Own32(IvshmemLinkArea.Version);
         uint writer = Own32(IvshmemLinkArea.WriterId);

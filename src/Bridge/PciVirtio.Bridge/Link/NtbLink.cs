@@ -36,7 +36,7 @@ public sealed class NtbLink : IDisposable
     private uint _beat;
     private uint _peerBeat;
     private long _peerBeatSeenAt;
-    private long _lastTickAt;
+    private HeartbeatWatch _watch;
     private string? _lastProblem;
     private bool _disposed;
 
@@ -193,28 +193,20 @@ public sealed class NtbLink : IDisposable
         }
     }
 
-    /// <summary>
-    /// The peer's heartbeat is judged only over time this end was watching it. When this
-    /// loop did not run for more than two ticks (an overloaded machine, a stopped process),
-    /// the peer, most likely starved alike, may not have beaten either; that gap, less one
-    /// tick, does not count against it. A peer that is really gone is still declared so
-    /// after <see cref="LinkOptions.PeerTimeout"/> of ticks that ran, however far apart.
-    /// </summary>
+    /// <summary>The peer's heartbeat is judged only over ticks of ours that ran
+    /// (<see cref="HeartbeatWatch"/>).</summary>
     private void DiscountUnwatchedTime()
     {
-        long now = Environment.TickCount64;
         long tick = Math.Max(1, (long)_options.Tick.TotalMilliseconds);
-        long gap = now - _lastTickAt;
-        if (_lastTickAt != 0 && gap > 2 * tick)
+        long unwatched = _watch.Look(Environment.TickCount64, tick);
+        if (unwatched > 0)
         {
-            _peerBeatSeenAt += gap - tick;
+            _peerBeatSeenAt += unwatched;
             if (_logger is not null && State != LinkState.Down)
             {
-                LinkLog.NotWatched(_logger, Name, gap);
+                LinkLog.NotWatched(_logger, Name, unwatched + tick);
             }
         }
-
-        _lastTickAt = now;
     }
 
     private void Offer()
