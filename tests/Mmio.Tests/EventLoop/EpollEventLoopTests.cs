@@ -271,6 +271,54 @@ public class EpollEventLoopTests
     }
 
     [Fact]
+    public void An_action_reposting_itself_on_the_loop_thread_keeps_running_and_fds_are_still_served()
+    {
+        // Posts made on the loop thread signal nothing: the loop must look at its queue before
+        // it blocks (no poller here, so it would otherwise wait forever), and a chain of such
+        // posts must not starve the fds.
+        using var loop = new EpollEventLoop("t-repost");
+        using var fd = new EventFd();
+        var order = new ConcurrentQueue<string>();
+        var fdSeen = new ManualResetEventSlim();
+        var done = new ManualResetEventSlim();
+        int turns = 0;
+        bool fdDuringChain = false;
+        loop.Add(fd.Handle, EpollEvents.In, _ =>
+        {
+            fd.Consume();
+            fdDuringChain = !done.IsSet;
+            fdSeen.Set();
+        });
+        Action? step = null;
+        step = () =>
+        {
+            if (++turns == 1)
+            {
+                order.Enqueue("first");
+                loop.Post(() => order.Enqueue("posted on the loop"));
+                order.Enqueue("first returns");
+            }
+
+            if (turns < 20_000 && !(fdSeen.IsSet && turns > 1000))
+            {
+                loop.Post(step!);
+            }
+            else
+            {
+                done.Set();
+            }
+        };
+        loop.Start();
+        loop.Post(step);
+        fd.Signal();
+        Bounded.Wait(done, "the reposting chain");
+        Bounded.Wait(fdSeen, "the eventfd handler");
+        Assert.True(loop.Stop(Bounded.Ms));
+        Assert.True(fdDuringChain, "the eventfd was served only after the chain ended");
+        Assert.Equal(["first", "first returns", "posted on the loop"], order);
+    }
+
+    [Fact]
     public void Run_on_the_calling_thread_returns_after_Stop_from_another_thread()
     {
         using var loop = new EpollEventLoop("t-run");

@@ -1,0 +1,129 @@
+using PciVirtio.Bridge.Link;
+using Xunit;
+
+namespace PciVirtio.Bridge.Tests.Link;
+
+public sealed class TransmitBufferRingTests
+{
+    [Fact]
+    public void Frames_take_64_aligned_places_in_order()
+    {
+        var ring = new TransmitBufferRing(4096, 8);
+        Assert.True(ring.TryAllocate(100, out ulong a, out int sa));
+        Assert.True(ring.TryAllocate(64, out ulong b, out int sb));
+        Assert.True(ring.TryAllocate(1, out ulong c, out _));
+        Assert.Equal([0UL, 128UL, 192UL], [a, b, c]);
+        Assert.NotEqual(sa, sb);
+        Assert.Equal(3, ring.InFlight);
+    }
+
+    [Fact]
+    public void Back_to_zero_once_the_bytes_before_the_oldest_frame_are_as_many_as_those_out()
+    {
+        // Frames of 1 KiB in a 64 KiB area, at most 4 out: the places stay near 0 instead of
+        // cycling through the whole area.
+        var ring = new TransmitBufferRing(64 << 10, 16);
+        var slots = new Queue<int>();
+        ulong highest = 0;
+        for (int i = 0; i < 1000; i++)
+        {
+            if (slots.Count == 4)
+            {
+                Assert.True(ring.Release(slots.Dequeue()));
+            }
+
+            Assert.True(ring.TryAllocate(1024, out ulong at, out int slot));
+            highest = Math.Max(highest, at);
+            slots.Enqueue(slot);
+        }
+
+        Assert.True(highest < 10 << 10, $"a frame went to {highest}");
+    }
+
+    [Fact]
+    public void A_frame_never_overlaps_one_still_out()
+    {
+        // Random sizes, random (out of order) returns: every place handed out is free.
+        var random = new Random(7);
+        const ulong Size = 32 << 10;
+        var ring = new TransmitBufferRing(Size, 32);
+        var owner = new int[Size / 64];
+        Array.Fill(owner, -1);
+        var out_ = new List<(int Slot, ulong At, ulong Length)>();
+        int allocated = 0;
+        for (int i = 0; i < 20000; i++)
+        {
+            if (out_.Count > 0 && (random.Next(3) == 0 || out_.Count == 32))
+            {
+                int k = random.Next(Math.Min(out_.Count, 4)); // mostly the oldest
+                var f = out_[k];
+                out_.RemoveAt(k);
+                Assert.True(ring.Release(f.Slot));
+                for (ulong p = f.At / 64; p < (f.At + f.Length) / 64; p++)
+                {
+                    owner[p] = -1;
+                }
+
+                continue;
+            }
+
+            uint length = (uint)random.Next(1, 6000);
+            if (!ring.TryAllocate(length, out ulong at, out int slot))
+            {
+                continue;
+            }
+
+            allocated++;
+            ulong need = (length + 63UL) & ~63UL;
+            Assert.True(at % 64 == 0 && at + need <= Size, $"frame at {at}+{need} is outside the area");
+            for (ulong p = at / 64; p < (at + need) / 64; p++)
+            {
+                Assert.True(owner[p] == -1, $"frame at {at} overlaps slot {owner[p]}");
+                owner[p] = slot;
+            }
+
+            out_.Add((slot, at, need));
+        }
+
+        Assert.True(allocated > 5000);
+    }
+
+    [Fact]
+    public void Returns_out_of_order_free_space_only_up_to_the_oldest_frame_out()
+    {
+        var ring = new TransmitBufferRing(1024, 8);
+        Assert.True(ring.TryAllocate(512, out _, out int first));
+        Assert.True(ring.TryAllocate(512, out _, out int second));
+        Assert.True(ring.Release(second));
+        Assert.False(ring.TryAllocate(64, out _, out _)); // the first frame still holds the start
+        Assert.True(ring.Release(first));
+        Assert.True(ring.TryAllocate(1024, out ulong at, out _));
+        Assert.Equal(0UL, at);
+    }
+
+    [Fact]
+    public void A_slot_that_is_not_out_is_refused()
+    {
+        var ring = new TransmitBufferRing(1024, 4);
+        Assert.True(ring.TryAllocate(64, out _, out int slot));
+        Assert.False(ring.Release(slot + 1));
+        Assert.False(ring.Release(-1));
+        Assert.False(ring.Release(99));
+        Assert.True(ring.Release(slot));
+        Assert.False(ring.Release(slot)); // twice
+    }
+
+    [Fact]
+    public void Every_slot_out_or_a_frame_larger_than_the_area_is_refused()
+    {
+        var ring = new TransmitBufferRing(4096, 2);
+        Assert.False(ring.TryAllocate(4097, out _, out _));
+        Assert.True(ring.TryAllocate(64, out _, out _));
+        Assert.True(ring.TryAllocate(64, out _, out _));
+        Assert.False(ring.TryAllocate(64, out _, out _));
+        ring.Reset();
+        Assert.Equal(0, ring.InFlight);
+        Assert.True(ring.TryAllocate(4096, out ulong at, out _));
+        Assert.Equal(0UL, at);
+    }
+}
