@@ -248,6 +248,33 @@ public sealed class SplitQueueDriver<TAccess> : QueueEndpoint
         return true;
     }
 
+    /// <summary>
+    /// <see cref="TryAdd"/> for one device-readable buffer (a frame to send), the commonest
+    /// request of a transmit queue: one descriptor, no loops over the request. Same ring
+    /// contents and accounting as <c>TryAdd([buffer], [], token)</c>.
+    /// </summary>
+    public bool TryAddReadable(GuestBuffer buffer, ulong token)
+    {
+        if (!IsRunning || _numFree < 1)
+        {
+            return false;
+        }
+
+        ushort head = _freeHead;
+        var access = _memory.Access;
+        WriteDesc(access, _ring.Desc + (head * SplitRingLayout.DescSize), buffer.Address, buffer.Length, VirtqDescFlags.None, _next[head]);
+        _freeHead = _next[head];
+        _numFree--;
+        _chainCount[head] = 1;
+        _chainLast[head] = head;
+        _writableBytes[head] = 0;
+        _tokens[head] = token;
+        _inFlight++;
+        access.StoreU16(_ring.AvailEntries + (2 * (_availShadow & _mask)), head);
+        _availShadow++;
+        return true;
+    }
+
     /// <summary>Makes every added entry visible to the device: one release store of avail.idx
     /// (descriptors and payload written before it are visible first).</summary>
     public void Publish()

@@ -72,6 +72,43 @@ public abstract class DriverAccountingTests<TAccess, TMemory> : RingMemoryTests<
     }
 
     [Fact]
+    public void TryAddReadable_adds_what_TryAdd_adds_for_one_readable_buffer()
+    {
+        using var h = NewHarness(queueSize: 4);
+        var d = h.Driver;
+        Assert.True(d.TryAddReadable(Buf(0, 100), 10));
+        Assert.True(d.TryAdd([Buf(1, 200)], [], 11));
+        Assert.True(d.TryAddReadable(Buf(2, 300), 12));
+        Assert.True(d.TryAdd([Buf(3, 50)], [], 13));
+        Assert.False(d.TryAddReadable(Buf(4, 10), 14)); // every descriptor is out
+        Assert.Equal(0, d.FreeDescriptors);
+        Assert.Equal(4, d.InFlight);
+        d.Publish();
+
+        var segments = new IoSegment[64];
+        var chains = PopAll(h, segments);
+        Assert.Equal([100u, 200u, 300u, 50u], chains.Select(c => c.ReadableBytes));
+        Assert.All(chains, c => Assert.True(c.ReadableSegments == 1 && c.WritableSegments == 0 && c.WritableBytes == 0));
+        Assert.Equal([HarnessLayout.Buffer(0), HarnessLayout.Buffer(1), HarnessLayout.Buffer(2), HarnessLayout.Buffer(3)],
+            chains.Select(c => c.Readable(segments)[0].Guest));
+
+        // Out of order back: each comes with its token and frees its one descriptor.
+        var used = new UsedBuffer[4];
+        foreach (int i in new[] { 2, 0, 3, 1 })
+        {
+            h.Device.PushUsed(chains[i].Head, 0);
+            h.Device.FlushUsed();
+            Assert.Equal(1, d.Reap(used));
+            Assert.Equal((ulong)(10 + i), used[0].Token);
+        }
+
+        Assert.Equal(4, d.FreeDescriptors);
+        Assert.True(d.TryAddReadable(Buf(5, 1), 15));
+        d.Stop();
+        Assert.False(d.TryAddReadable(Buf(6, 1), 16));
+    }
+
+    [Fact]
     public void Empty_requests_and_writable_totals_beyond_4_GiB_are_refused()
     {
         using var h = NewHarness(queueSize: 8);

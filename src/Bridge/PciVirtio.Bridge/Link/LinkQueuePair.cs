@@ -193,7 +193,7 @@ internal sealed class LinkQueuePair : INetPort
             return ReceiveResult.Dropped;
         }
 
-        if (!Tx.TryAdd([new GuestBuffer(_txBufferBase + offset, (uint)length)], [], (ulong)slot))
+        if (!Tx.TryAddReadable(new GuestBuffer(_txBufferBase + offset, (uint)length), (ulong)slot))
         {
             _buffers.Release(slot);
             return ReceiveResult.NoBuffers;
