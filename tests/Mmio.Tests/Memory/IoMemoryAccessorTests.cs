@@ -130,6 +130,58 @@ public class IoMemoryAccessorTests
     }
 
     [Fact]
+    public void Every_store_of_a_copy_is_counted_once_at_every_alignment_and_length()
+    {
+        using var bar = PciBarMemory.CreateStandIn("store-count", 8192, countAccesses: true);
+        var data = new byte[1600];
+        new Random(9).NextBytes(data);
+        int width = System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? 32 : System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated ? 16 : 8;
+        foreach (int length in new[] { 1, 7, 8, 63, 64, 65, 95, 96, 100, 127, 1500, 1514, 1600 })
+        {
+            for (int offset = 0; offset < 40; offset++)
+            {
+                bar.Counters!.Reset();
+                bar.Accessor.CopyTo(bar.Mapping.Address + offset, data.AsSpan(0, length));
+                Assert.Equal(length, bar.Counters.WrittenBytes);
+                Assert.Equal(StoresOf(offset, length, width), bar.Counters.Writes);
+            }
+        }
+    }
+
+    /// <summary>The stores a copy to <paramref name="offset"/> (from a page boundary) makes:
+    /// naturally aligned 1/2/4-byte ones to 8-byte alignment, 8-byte ones to the vector
+    /// alignment when at least 64 bytes are left, vectors, 8-byte ones, then 4/2/1.</summary>
+    private static long StoresOf(int offset, int length, int width)
+    {
+        long stores = 0;
+        int at = offset;
+        int end = offset + length;
+        while (at < end && at % 8 != 0)
+        {
+            at += at % 2 != 0 || end - at < 2 ? 1 : at % 4 != 0 || end - at < 4 ? 2 : 4;
+            stores++;
+        }
+
+        if (width > 8 && end - at >= 64)
+        {
+            stores += (width - (at % width)) % width / 8;
+            at += (width - (at % width)) % width;
+            stores += (end - at) / width;
+            at += (end - at) / width * width;
+        }
+
+        stores += (end - at) / 8;
+        at += (end - at) / 8 * 8;
+
+        for (; at < end; stores++)
+        {
+            at += end - at >= 4 ? 4 : end - at >= 2 ? 2 : 1;
+        }
+
+        return stores;
+    }
+
+    [Fact]
     public void Publishing_an_index_issues_a_barrier_first()
     {
         using var bar = PciBarMemory.CreateStandIn("barrier", 4096, countAccesses: true);
