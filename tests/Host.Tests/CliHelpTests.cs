@@ -52,6 +52,28 @@ public sealed class CliHelpTests
     }
 
     [Fact]
+    public void Help_of_the_daemon_calls_what_follows_its_options_settings_not_arguments_of_a_program()
+    {
+        var r = CommandLine.Run("run", "--help");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.DoesNotContain("Additional Arguments", r.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("application that is being run", r.Output, StringComparison.Ordinal);
+        Assert.Contains(" run [options] [--Section:Key=value ...]", r.Output, StringComparison.Ordinal);
+        Assert.Contains("Settings:", r.Output, StringComparison.Ordinal);
+        Assert.Contains("--check", r.Output, StringComparison.Ordinal);
+        Assert.Equal("", r.Error);
+    }
+
+    [Fact]
+    public void Help_of_other_commands_is_the_library_s_own()
+    {
+        var r = CommandLine.Run("serve", "--help");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.DoesNotContain("Settings:", r.Output, StringComparison.Ordinal);
+        Assert.Contains(" serve [options]", r.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Short_and_question_mark_help_work_too()
     {
         foreach (string flag in new[] { "-h", "-?" })

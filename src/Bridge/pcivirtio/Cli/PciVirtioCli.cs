@@ -1,4 +1,6 @@
 using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Invocation;
 
 namespace PciVirtio.Host.Cli;
 
@@ -15,13 +17,14 @@ public static class PciVirtioCli
     public static RootCommand Create(TextWriter output)
     {
         var demo = DemoCli.Create(output);
+        var run = RunCli.Create(output);
         var root = new RootCommand("""
             PciVirtio: virtio-net over vhost-user for VMs, and host-to-host links over a
             non-transparent PCIe bridge. With no command: the demo (two hosts linked by an
             emulated NTB, live throughput).
             """)
         {
-            RunCli.Create(output),
+            run,
             ServeCli.Create(output),
             LinkCli.Create(output),
             SimCli.Create(output),
@@ -29,6 +32,12 @@ public static class PciVirtioCli
             demo,
         };
         root.SetAction(_ => DemoCli.RunDefault(output));
+        var help = root.Options.OfType<HelpOption>().Single();
+        if (help.Action is SynchronousCommandLineAction library)
+        {
+            help.Action = new RunHelpAction(library, run);
+        }
+
         return root;
     }
 
