@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
+using PciVirtio.Tests.Shared;
 
 namespace PciVirtio.Tests.Guest;
 
@@ -170,7 +171,7 @@ public sealed partial class GuestVm : IDisposable, IAsyncDisposable
         Directory.CreateDirectory(logDirectory);
         string logPath = Path.Combine(logDirectory, $"{options.Name}.console.log");
         var log = new StreamWriter(logPath, append: false, new UTF8Encoding(encoderShouldEmitUTF8Identifier: false)) { AutoFlush = true };
-        string commandLine = "qemu-system-x86_64 " + string.Join(' ', args.Select(ScriptRunner.Quote));
+        string commandLine = "qemu-system-x86_64 " + string.Join(' ', args.Select(SessionProcess.Quote));
         log.WriteLine($"# {commandLine}");
         sink?.Invoke($"[{options.Name}] {commandLine}");
 

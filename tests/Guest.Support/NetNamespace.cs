@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
+using PciVirtio.Tests.Shared;
 
 namespace PciVirtio.Tests.Guest;
 
@@ -184,7 +185,7 @@ public sealed class NetNamespace : IDisposable, IAsyncDisposable
             start.ArgumentList.Add(argument);
         }
 
-        string command = string.Join(' ', start.ArgumentList.Prepend(program).Select(ScriptRunner.Quote));
+        string command = string.Join(' ', start.ArgumentList.Prepend(program).Select(SessionProcess.Quote));
         SafeLog(log, $"$ {command}");
         var clock = Stopwatch.StartNew();
         using var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {command}");
@@ -394,7 +395,7 @@ public sealed class NetNamespaceProcess : IDisposable
             start.ArgumentList.Add(argument);
         }
 
-        string commandLine = string.Join(' ', start.ArgumentList.Prepend(program).Select(ScriptRunner.Quote));
+        string commandLine = string.Join(' ', start.ArgumentList.Prepend(program).Select(SessionProcess.Quote));
         NetNamespace.SafeLog(log, $"$ {commandLine} &");
         var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {commandLine}");
         process.StandardInput.Close();

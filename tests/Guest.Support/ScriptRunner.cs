@@ -1,5 +1,4 @@
-using System.Diagnostics;
-using System.Text;
+using PciVirtio.Tests.Shared;
 
 namespace PciVirtio.Tests.Guest;
 
@@ -16,101 +15,9 @@ public static class ScriptRunner
     public static async Task<ScriptResult> RunAsync(string script, IEnumerable<string> arguments, TimeSpan timeout,
         IReadOnlyDictionary<string, string>? environment = null, CancellationToken cancellationToken = default)
     {
-        // setsid: the script and its children (apt-get, dpkg, cpio) form a process group of their
-        // own, so a timeout ends all of them, by that group's id.
-        var start = new ProcessStartInfo("setsid")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        start.ArgumentList.Add("--wait");
-        start.ArgumentList.Add("bash");
-        start.ArgumentList.Add(script);
-        foreach (string argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        if (environment is not null)
-        {
-            foreach (var (key, value) in environment)
-            {
-                start.Environment[key] = value;
-            }
-        }
-
-        string command = string.Join(' ', start.ArgumentList.Skip(2).Select(Quote));
-        var output = new StringBuilder();
-        var stopwatch = Stopwatch.StartNew();
-        using var process = new Process { StartInfo = start };
-        process.OutputDataReceived += (_, e) => Append(output, e.Data);
-        process.ErrorDataReceived += (_, e) => Append(output, e.Data);
-        process.Start();
-        process.StandardInput.Close();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-
-        using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        limit.CancelAfter(timeout);
-        try
-        {
-            await process.WaitForExitAsync(limit.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            KillGroup(process);
-            await process.WaitForExitAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(false);
-            string why = cancellationToken.IsCancellationRequested ? "was cancelled" : $"did not finish within {timeout}";
-            throw new TimeoutException($"{command} {why}; its output:\n{Snapshot(output)}");
-        }
-
-        process.WaitForExit(); // drains the redirected streams
-        return new ScriptResult(command, process.ExitCode, Snapshot(output), stopwatch.Elapsed);
+        // In a session of its own: the script and its children (apt-get, dpkg, cpio) end
+        // together on a timeout.
+        var r = await SessionProcess.RunAsync("bash", [script, .. arguments], timeout, environment, cancellationToken).ConfigureAwait(false);
+        return new ScriptResult(string.Join(' ', new[] { script }.Concat(arguments).Select(SessionProcess.Quote)), r.ExitCode, r.Output, r.Duration);
     }
-
-    private static void Append(StringBuilder output, string? line)
-    {
-        if (line is null)
-        {
-            return;
-        }
-
-        lock (output)
-        {
-            output.AppendLine(line);
-        }
-    }
-
-    private static string Snapshot(StringBuilder output)
-    {
-        lock (output)
-        {
-            return output.ToString();
-        }
-    }
-
-    /// <summary>setsid made the child (our process id) the leader of a new process group whose
-    /// id equals its pid: kill that group.</summary>
-    private static void KillGroup(Process process)
-    {
-        try
-        {
-            if (!process.HasExited)
-            {
-                _ = NativeMethods.Kill(-process.Id, NativeMethods.SIGKILL);
-                process.Kill(entireProcessTree: true);
-            }
-        }
-        catch (InvalidOperationException)
-        {
-            // exited meanwhile
-        }
-    }
-
-    internal static string Quote(string argument) =>
-        argument.Length > 0 && argument.All(c => char.IsAsciiLetterOrDigit(c) || "/._-=:,+@".Contains(c, StringComparison.Ordinal))
-            ? argument
-            : "'" + argument.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
 }

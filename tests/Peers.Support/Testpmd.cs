@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
+using PciVirtio.Tests.Shared;
 
 namespace PciVirtio.Tests.Peers;
 
@@ -210,7 +211,7 @@ public sealed partial class Testpmd : IAsyncDisposable
             start.ArgumentList.Add(argument);
         }
 
-        string commandLine = string.Join(' ', command.Select(Quote));
+        string commandLine = string.Join(' ', command.Select(SessionProcess.Quote));
         var process = new Process { StartInfo = start };
         var clock = Stopwatch.StartNew();
         try
@@ -580,11 +581,6 @@ public sealed partial class Testpmd : IAsyncDisposable
     }
 
     private static string Text(int value) => value.ToString(CultureInfo.InvariantCulture);
-
-    private static string Quote(string argument) =>
-        argument.Length > 0 && argument.All(c => char.IsAsciiLetterOrDigit(c) || "/._-=:,+@".Contains(c, StringComparison.Ordinal))
-            ? argument
-            : "'" + argument.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
 
     private void ThrowIfInvalidPort(int port, string output)
     {

@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using System.Text;
+using PciVirtio.Tests.Shared;
 
 namespace PciVirtio.Tests.Peers;
 
@@ -100,8 +100,8 @@ public static class TestpmdInstallation
         }
     }
 
-    /// <summary>Runs a program in a session of its own (setsid), so a timeout kills it and its
-    /// children (dpkg, its scripts) by that group's id.</summary>
+    /// <summary>Runs a program in a session of its own, so a timeout kills it and its children
+    /// (dpkg, its scripts) too.</summary>
     private static async Task<(int Code, string Output)> RunAsync(string program, IReadOnlyList<string> arguments, TimeSpan timeout,
         CancellationToken cancellationToken)
     {
@@ -110,63 +110,9 @@ public static class TestpmdInstallation
             throw new TimeoutException($"no time left for {program} {string.Join(' ', arguments)}");
         }
 
-        var start = new ProcessStartInfo("setsid")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        start.ArgumentList.Add("--wait");
-        start.ArgumentList.Add(program);
-        foreach (string argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        start.Environment["DEBIAN_FRONTEND"] = "noninteractive";
-        var output = new StringBuilder();
-        void Append(string? line)
-        {
-            if (line is not null)
-            {
-                lock (output)
-                {
-                    output.AppendLine(line);
-                }
-            }
-        }
-
-        using var process = new Process { StartInfo = start };
-        process.OutputDataReceived += (_, e) => Append(e.Data);
-        process.ErrorDataReceived += (_, e) => Append(e.Data);
-        process.Start();
-        process.StandardInput.Close();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        limit.CancelAfter(timeout);
-        try
-        {
-            await process.WaitForExitAsync(limit.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            // setsid made our child the leader of a new process group whose id is its pid.
-            _ = NativeMethods.Kill(-process.Id, NativeMethods.SIGKILL);
-            await process.WaitForExitAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(false);
-            throw new TimeoutException($"{program} {string.Join(' ', arguments)} did not finish within {timeout}; its output:\n{Snapshot()}");
-        }
-
-        process.WaitForExit(); // drains the redirected streams
-        return (process.ExitCode, Snapshot());
-
-        string Snapshot()
-        {
-            lock (output)
-            {
-                return output.ToString();
-            }
-        }
+        var r = await SessionProcess.RunAsync(program, arguments, timeout, NonInteractive, cancellationToken).ConfigureAwait(false);
+        return (r.ExitCode, r.Output);
     }
+
+    private static readonly Dictionary<string, string> NonInteractive = new() { ["DEBIAN_FRONTEND"] = "noninteractive" };
 }
