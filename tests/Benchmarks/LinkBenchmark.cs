@@ -28,7 +28,7 @@ namespace PciVirtio.Benchmarks;
 public static partial class LinkBenchmark
 {
     private const ulong WindowSize = 8 << 20;
-    private const string Usage = "usage: Benchmarks link [--seconds S] [--sizes 64,1500,65535] [--modes doorbells,busy-poll] [--check full|sequence|length] [--one-thread] [--tcp-seconds S] [--no-tcp]";
+    private const string Usage = "usage: Benchmarks link [--seconds S] [--sizes 64,1500,65535] [--modes doorbells,busy-poll] [--check full|sequence|length] [--one-thread] [--linger US] [--tcp-seconds S] [--no-tcp]";
 
     public static async Task<int> RunAsync(string[] args)
     {
@@ -39,6 +39,7 @@ public static partial class LinkBenchmark
         int[] sizes = [64, 1500, 65535];
         var check = FrameCheck.Full;
         bool oneThread = false;
+        var linger = LinkOptions.DefaultReceiveLinger;
         try
         {
             for (int i = 0; i < args.Length; i++)
@@ -51,6 +52,7 @@ public static partial class LinkBenchmark
                     case "--sizes": sizes = [.. Next().Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture))]; break;
                     case "--no-tcp": tcp = false; break;
                     case "--one-thread": oneThread = true; break;
+                    case "--linger": linger = TimeSpan.FromMicroseconds(int.Parse(Next(), CultureInfo.InvariantCulture)); break;
                     case "--check": check = Next() switch
                     {
                         "full" => FrameCheck.Full,
@@ -76,6 +78,12 @@ public static partial class LinkBenchmark
         }
 
         // A packet holds an Ethernet header, the sequence number after it and a last byte of its own.
+        if (linger < TimeSpan.Zero || linger > LinkOptions.MaxReceiveLinger)
+        {
+            Console.Error.WriteLine($"link benchmark: --linger is 0..{LinkOptions.MaxReceiveLinger.TotalMicroseconds} µs");
+            return 2;
+        }
+
         if (sizes.Any(s => s is < 20 or > 65535))
         {
             Console.Error.WriteLine("link benchmark: packet sizes are 20..65535 bytes");
@@ -101,12 +109,12 @@ public static partial class LinkBenchmark
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"link benchmark, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, {RuntimeInformation.FrameworkDescription}, {RuntimeInformation.OSDescription}"));
             Console.WriteLine();
-            var rows = RunPackets(sizes, seconds, modes, check, oneThread, token);
+            var rows = RunPackets(sizes, seconds, modes, check, oneThread, linger, token);
             Console.WriteLine();
             TcpResult? tcpResult = null;
             if (tcp)
             {
-                tcpResult = await RunTcpAsync(tcpSeconds, token);
+                tcpResult = await RunTcpAsync(tcpSeconds, linger, token);
                 Console.WriteLine();
             }
 
@@ -127,19 +135,19 @@ public static partial class LinkBenchmark
 
     // ---- 1. the packet API over an in-process hw-sim NTB ----
 
-    private static List<PacketRow> RunPackets(int[] sizes, double seconds, bool[] modes, FrameCheck check, bool oneThread, CancellationToken token)
+    private static List<PacketRow> RunPackets(int[] sizes, double seconds, bool[] modes, FrameCheck check, bool oneThread, TimeSpan linger, CancellationToken token)
     {
         var offer = new LinkParameters();
         int area = offer.QueueSize * offer.BufferSize;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"packet API over an in-process hw-sim NTB ({WindowSize >> 20} MiB window, {offer.QueueSize}-entry rings, {area >> 10} KiB of receive buffers), {seconds:0.#} s per size after warm-up: one loop thread sends (batches of {Sender.Batch}, a flush per batch, {Sender.Batch * Sender.BatchesPerTurn} frames per loop turn at most), the other checks every frame ({CheckText(check)}). Copy limit: one thread copying the same frames into a {area >> 10} KiB area for as long. Sizes are packet bytes (the frame adds the {VirtioNetHeader.Size}-byte vnet header); Gbit/s counts packet bytes. Mode doorbells: EVENT_IDX-suppressed kicks and used doorbells, as `pcivirtio link` runs by default; busy-poll (--modes doorbells,busy-poll): LinkOptions.Poll on both ends.{(oneThread ? " Rows marked one thread (--one-thread): both ends on one loop thread, so no cache line crosses between CPUs and what is left is the link's own instructions; their CPU columns are that one thread's." : "")}"));
+            $"packet API over an in-process hw-sim NTB ({WindowSize >> 20} MiB window, {offer.QueueSize}-entry rings, {area >> 10} KiB of receive buffers), {seconds:0.#} s per size after warm-up: one loop thread sends (batches of {Sender.Batch}, a flush per batch, {Sender.Batch * Sender.BatchesPerTurn} frames per loop turn at most), the other checks every frame ({CheckText(check)}). Copy limit: one thread copying the same frames into a {area >> 10} KiB area for as long. Sizes are packet bytes (the frame adds the {VirtioNetHeader.Size}-byte vnet header); Gbit/s counts packet bytes. Mode doorbells: EVENT_IDX-suppressed kicks and used doorbells, as `pcivirtio link` runs by default, a dry receive ring watched {linger.TotalMicroseconds:0} µs before kicks are asked for (--linger); busy-poll (--modes doorbells,busy-poll): LinkOptions.Poll on both ends.{(oneThread ? " Rows marked one thread (--one-thread): both ends on one loop thread, so no cache line crosses between CPUs and what is left is the link's own instructions; their CPU columns are that one thread's." : "")}"));
         Console.WriteLine();
         var rows = new List<PacketRow>();
         foreach (bool single in oneThread ? new[] { false, true } : [false])
         {
             foreach (bool poll in modes)
             {
-                using var bench = new PacketBench(poll, check, single);
+                using var bench = new PacketBench(poll, check, single, linger);
                 Console.Error.WriteLine($"link benchmark: bringing the link up ({ModeName(poll, single)})");
                 bench.Start(token);
                 foreach (int size in sizes)
@@ -641,7 +649,7 @@ public static partial class LinkBenchmark
         private readonly Sampler _sampleB;
 
         /// <param name="oneThread">Both ends on one loop thread (nothing crosses between CPUs).</param>
-        public PacketBench(bool poll, FrameCheck check, bool oneThread)
+        public PacketBench(bool poll, FrameCheck check, bool oneThread, TimeSpan linger)
         {
             _poll = poll;
             _loopA = new EpollEventLoop(oneThread ? "lbench" : "lbench-tx");
@@ -652,8 +660,8 @@ public static partial class LinkBenchmark
             _hwB = new SimNtbHardware(_device.OpenPort(1));
             var endA = new PacketEndpoint();
             var endB = new PacketEndpoint { FrameArrived = _receiver.OnFrame };
-            _linkA = new NtbLink(_hwA, endA, _loopA, new LinkOptions { Name = "tx", Poll = poll });
-            _linkB = new NtbLink(_hwB, endB, _loopB, new LinkOptions { Name = "rx", Poll = poll });
+            _linkA = new NtbLink(_hwA, endA, _loopA, new LinkOptions { Name = "tx", Poll = poll, ReceiveLinger = linger });
+            _linkB = new NtbLink(_hwB, endB, _loopB, new LinkOptions { Name = "rx", Poll = poll, ReceiveLinger = linger });
             _sender = new Sender(endA, _loopA);
             var statsA = _linkA.Stats;
             var statsB = _linkB.Stats;
@@ -813,7 +821,9 @@ public static partial class LinkBenchmark
 
     private sealed record TcpResult(double LinkGbps, double VethGbps);
 
-    private static async Task<TcpResult?> RunTcpAsync(double seconds, CancellationToken token)
+    private static string Microseconds(TimeSpan t) => ((int)t.TotalMicroseconds).ToString(CultureInfo.InvariantCulture);
+
+    private static async Task<TcpResult?> RunTcpAsync(double seconds, TimeSpan linger, CancellationToken token)
     {
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"TCP between two network namespaces (iperf3, one stream, {seconds:0.#} s after 1 s omitted, MTU 1500): two `pcivirtio link` processes over `pcivirtio-hwsim serve` (TAP to TAP) against a veth pair"));
@@ -839,7 +849,7 @@ public static partial class LinkBenchmark
             using (var scope = new Scope())
             {
                 Console.Error.WriteLine("link benchmark: TAP to TAP over pcivirtio link");
-                link = await TapToTapAsync(scope, tag, hwsim, pcivirtio, seconds, token);
+                link = await TapToTapAsync(scope, tag, hwsim, pcivirtio, seconds, linger, token);
             }
 
             using (var scope = new Scope())
@@ -863,7 +873,7 @@ public static partial class LinkBenchmark
         return new TcpResult(link, veth);
     }
 
-    private static async Task<double> TapToTapAsync(Scope scope, string tag, string hwsim, string pcivirtio, double seconds, CancellationToken token)
+    private static async Task<double> TapToTapAsync(Scope scope, string tag, string hwsim, string pcivirtio, double seconds, TimeSpan linger, CancellationToken token)
     {
         string socket = Path.Combine(Path.GetTempPath(), $"pcv-lbench-{tag}.sock");
         scope.AddFile(socket);
@@ -884,8 +894,8 @@ public static partial class LinkBenchmark
         await scope.AddNamespaceAsync(nsB, token);
         var ends = new[]
         {
-            scope.Start("ip", "netns", "exec", nsA, "dotnet", pcivirtio, "link", "--hw", $"hw-sim:{socket}#0", "--tap", "lk0", "--address", "10.231.0.1/24", "--stats", "1"),
-            scope.Start("ip", "netns", "exec", nsB, "dotnet", pcivirtio, "link", "--hw", $"hw-sim:{socket}#1", "--tap", "lk0", "--address", "10.231.0.2/24", "--stats", "1"),
+            scope.Start("ip", "netns", "exec", nsA, "dotnet", pcivirtio, "link", "--hw", $"hw-sim:{socket}#0", "--tap", "lk0", "--address", "10.231.0.1/24", "--stats", "1", "--linger", Microseconds(linger)),
+            scope.Start("ip", "netns", "exec", nsB, "dotnet", pcivirtio, "link", "--hw", $"hw-sim:{socket}#1", "--tap", "lk0", "--address", "10.231.0.2/24", "--stats", "1", "--linger", Microseconds(linger)),
         };
         clock.Restart();
         while (!ends.All(e => e.Saw("link Up")))

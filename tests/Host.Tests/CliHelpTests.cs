@@ -15,7 +15,7 @@ public sealed class CliHelpTests
         },
         {
             "link",
-            ["--hw", "--name", "--tap", "--mtu", "--address", "--queues", "--queue-size", "--buffer-size", "--duration", "--stats", "--poll", "--verbose"]
+            ["--hw", "--name", "--tap", "--mtu", "--address", "--queues", "--queue-size", "--buffer-size", "--duration", "--stats", "--poll", "--linger", "--verbose"]
         },
         { "sim", ["serve", "fault", "stats"] },
         { "sim serve", ["--socket", "--windows", "--window-size", "--ivshmem-socket", "--ivshmem-vectors", "--ivshmem-max-peers", "--duration"] },

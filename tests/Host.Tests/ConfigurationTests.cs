@@ -24,7 +24,7 @@ public sealed class ConfigurationTests : IDisposable
                   { "Sockets": [ "{{_dir.File("a.sock")}}", "{{_dir.File("b.sock")}}" ] }
                 ],
                 "Links": [
-                  { "Name": "east", "Hardware": "hw-sim:{{_dir.File("ntb.sock")}}#1", "Tap": "ntb1", "Mtu": 4000, "Address": "fd00::1/64", "Queues": 2, "QueueSize": 512, "BufferSize": 8192, "Poll": true },
+                  { "Name": "east", "Hardware": "hw-sim:{{_dir.File("ntb.sock")}}#1", "Tap": "ntb1", "Mtu": 4000, "Address": "fd00::1/64", "Queues": 2, "QueueSize": 512, "BufferSize": 8192, "Poll": true, "LingerMicroseconds": 0 },
                   { "Hardware": "vfio:0000:01:00.0" }
                 ]
               }
@@ -75,6 +75,7 @@ public sealed class ConfigurationTests : IDisposable
         Assert.Equal(512, east.QueueSize);
         Assert.Equal(8192, east.BufferSize);
         Assert.True(east.Poll);
+        Assert.Equal(0, east.LingerMicroseconds);
 
         var plain = settings.Links[1];
         Assert.Null(plain.Name);
@@ -87,6 +88,7 @@ public sealed class ConfigurationTests : IDisposable
         Assert.Equal(256, plain.QueueSize);
         Assert.Equal(4096, plain.BufferSize);
         Assert.False(plain.Poll);
+        Assert.Equal(20, plain.LingerMicroseconds);
     }
 
     [Fact]

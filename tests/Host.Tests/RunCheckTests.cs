@@ -81,7 +81,7 @@ public sealed class RunCheckTests : IDisposable
                   { "Name": "bad name", "Sockets": [ "{{_dir.File("a.sock")}}", "{{_dir.File("b.sock")}}" ], "Tap": "pvx" }
                 ],
                 "Links": [
-                  { "Hardware": "foo", "Address": "10.77.0.300/24", "QueueSize": 100, "BufferSize": 300, "Mtu": 70000, "Queues": 0 },
+                  { "Hardware": "foo", "Address": "10.77.0.300/24", "QueueSize": 100, "BufferSize": 300, "Mtu": 70000, "Queues": 0, "LingerMicroseconds": 1001 },
                   { "Name": "vm0", "Hardware": "hw-sim:/tmp/n.sock", "Address": "10.77.0.1/33", "Tap": "pvdup" }
                 ]
               }
@@ -103,10 +103,11 @@ public sealed class RunCheckTests : IDisposable
             "PciVirtio:Links:0:BufferSize: 300",
             "PciVirtio:Links:0:Mtu: 70000",
             "PciVirtio:Links:0:Queues: 0",
+            "PciVirtio:Links:0:LingerMicroseconds: 1001 is outside 0..1000",
             "PciVirtio:Links:1:Address: '10.77.0.1/33'",
             "PciVirtio:Links:1:Name: name 'vm0' is already used by PciVirtio:Backends:0:Name",
             "PciVirtio:Links:1:Tap: TAP 'pvdup' is already used by PciVirtio:Backends:1:Tap");
-        Assert.Contains("the configuration has 18 problem(s)", r.All, StringComparison.Ordinal);
+        Assert.Contains("the configuration has 19 problem(s)", r.All, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -11,11 +11,20 @@ namespace PciVirtio.Bridge.Tests.Link;
 /// loop, with a packet endpoint that records what arrives.</summary>
 public sealed class LinkPair : IDisposable
 {
-    public LinkPair(LinkParameters? offerA = null, LinkParameters? offerB = null, ulong windowSize = 4 << 20, bool pollA = false, bool pollB = false)
+    /// <param name="linger">Both ends' receive linger; the default when null.</param>
+    /// <param name="clock">Both ends' clock for the linger; the system's when null.</param>
+    public LinkPair(LinkParameters? offerA = null, LinkParameters? offerB = null, ulong windowSize = 4 << 20, bool pollA = false, bool pollB = false,
+        TimeSpan? linger = null, TimeProvider? clock = null)
     {
         Device = HwSimDevice.Create(windows: 1, windowSize: windowSize);
-        A = new End("a", new SimNtbHardware(Device.OpenPort(0)), offerA ?? new LinkParameters(), pollA);
-        B = new End("b", new SimNtbHardware(Device.OpenPort(1)), offerB ?? new LinkParameters(), pollB);
+        var options = new LinkOptions
+        {
+            PeerTimeout = TimeSpan.FromMilliseconds(600),
+            ReceiveLinger = linger ?? LinkOptions.DefaultReceiveLinger,
+            TimeProvider = clock ?? TimeProvider.System,
+        };
+        A = new End(new SimNtbHardware(Device.OpenPort(0)), options with { Name = "a", Offer = offerA ?? new LinkParameters(), Poll = pollA });
+        B = new End(new SimNtbHardware(Device.OpenPort(1)), options with { Name = "b", Offer = offerB ?? new LinkParameters(), Poll = pollB });
     }
 
     public HwSimDevice Device { get; }
@@ -45,12 +54,12 @@ public sealed class LinkPair : IDisposable
     {
         private readonly object _gate = new();
 
-        public End(string name, SimNtbHardware hardware, LinkParameters offer, bool poll = false)
+        public End(SimNtbHardware hardware, LinkOptions options)
         {
             Hardware = hardware;
-            Loop = new EpollEventLoop($"link-{name}");
+            Loop = new EpollEventLoop($"link-{options.Name}");
             Endpoint = new PacketEndpoint { FrameArrived = OnFrame };
-            Link = new NtbLink(hardware, Endpoint, Loop, new LinkOptions { Name = name, Offer = offer, PeerTimeout = TimeSpan.FromMilliseconds(600), Poll = poll });
+            Link = new NtbLink(hardware, Endpoint, Loop, options);
         }
 
         public SimNtbHardware Hardware { get; }

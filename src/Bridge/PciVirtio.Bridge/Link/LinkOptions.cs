@@ -16,6 +16,21 @@ public sealed record LinkOptions
     /// instead of waiting for doorbells.</summary>
     public bool Poll { get; init; }
 
+    /// <summary>
+    /// Doorbells mode: how long a receive ring that ran dry is looked at again, on each turn of
+    /// the link's loop, before the peer is asked to kick (zero: at once). A peer that keeps
+    /// sending is then served without kicks or wake-ups, for at most this much CPU after its
+    /// last frame. Default 20 µs; at most <see cref="MaxReceiveLinger"/>.
+    /// </summary>
+    public TimeSpan ReceiveLinger { get; init; } = DefaultReceiveLinger;
+
+    public static readonly TimeSpan DefaultReceiveLinger = TimeSpan.FromMicroseconds(20);
+
+    public static readonly TimeSpan MaxReceiveLinger = TimeSpan.FromMilliseconds(1);
+
+    /// <summary>The clock the receive linger is measured by (tests move it by hand).</summary>
+    public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+
     /// <summary>Name in logs.</summary>
     public string Name { get; init; } = "link";
 }

@@ -36,10 +36,29 @@ internal sealed class LinkQueuePair : INetPort
     private bool _senderWaiting;
     private bool _published = true;
 
+    // The receive linger (LinkOptions.ReceiveLinger): a dry ring is looked at again on each
+    // turn of the loop for this long before the peer is asked for a kick.
+    private readonly Action<Action> _post;
+    private readonly TimeProvider _clock;
+    private readonly long _lingerTicks;
+    private readonly Action _linger;
+    private bool _dry;
+    private long _dryAt;
+    private bool _lingerPosted;
+
+    /// <param name="post">Runs an action on the link's loop thread after the current one
+    /// (from that thread: no system call); the receive linger reschedules itself with it.</param>
+    /// <param name="linger">How long a dry receive ring is watched before notifications are
+    /// re-enabled; zero re-enables them at once.</param>
+    /// <param name="clock">What <paramref name="linger"/> is measured by.</param>
     public LinkQueuePair(int pair, INtbHardware hardware, LinkLayout layout, LinkParameters agreed, GuestMemory<NtbMemoryAccessor> txMemory,
-        GuestMemory<NtbMemoryAccessor> rxMemory, INetBackend backend, LinkStats stats, ILogger? logger)
+        GuestMemory<NtbMemoryAccessor> rxMemory, INetBackend backend, LinkStats stats, ILogger? logger, Action<Action> post, TimeSpan linger, TimeProvider clock)
     {
         PairIndex = pair;
+        _post = post;
+        _clock = clock;
+        _lingerTicks = (long)(linger.TotalSeconds * clock.TimestampFrequency);
+        _linger = Linger;
         _hardware = hardware;
         _backend = backend;
         _logger = logger;
@@ -89,6 +108,7 @@ internal sealed class LinkQueuePair : INetPort
         _next = _count = 0;
         _backendFull = _senderWaiting = false;
         _published = true;
+        _dry = false;
         if (!Tx.Start(_state, _txMemory) || !Rx.Start(_state, _rxMemory))
         {
             return false;
@@ -319,6 +339,8 @@ internal sealed class LinkQueuePair : INetPort
                     {
                         break;
                     }
+
+                    _dry = false;
                 }
 
                 for (; _next < _count; _next++)
@@ -360,10 +382,66 @@ internal sealed class LinkQueuePair : INetPort
                 }
             }
 
-            if (_backendFull || Polling || !ring.EnableNotifications())
+            if (_backendFull || Polling || !ring.IsRunning)
             {
                 return;
             }
+
+            if (KeepLingering())
+            {
+                return;
+            }
+
+            _stats.RxRearms++;
+            if (!ring.EnableNotifications())
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The ring ran dry with notifications off. While the linger lasts, leave them off and
+    /// look again on the loop's next turn (the loop serves its fds in between): a peer that
+    /// is still sending is then served without a kick. A kick costs the peer a doorbell and
+    /// us a wake-up, and where an idle CPU sleeps (a virtual machine's above all) waking the
+    /// receiver costs the sender microseconds per kick, more than the frames it sends between
+    /// two kicks (docs/link-benchmark.md has the figures).
+    /// </summary>
+    private bool KeepLingering()
+    {
+        if (_lingerTicks <= 0)
+        {
+            return false;
+        }
+
+        long now = _clock.GetTimestamp();
+        if (!_dry)
+        {
+            _dry = true;
+            _dryAt = now;
+        }
+        else if (now - _dryAt >= _lingerTicks)
+        {
+            _dry = false;
+            return false;
+        }
+
+        if (!_lingerPosted)
+        {
+            _lingerPosted = true;
+            _post(_linger);
+        }
+
+        return true;
+    }
+
+    private void Linger()
+    {
+        _lingerPosted = false;
+        if (Rx.IsRunning && !Polling && !_backendFull)
+        {
+            ServeReceive();
         }
     }
 }

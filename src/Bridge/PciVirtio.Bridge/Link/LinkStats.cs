@@ -13,11 +13,14 @@ public sealed class LinkStats
     public long RxStalls;
     public long DoorbellsSent;
     public long DoorbellsTaken;
+
+    /// <summary>Times the receive ring, dry and its linger over, asked the peer for kicks again.</summary>
+    public long RxRearms;
     public long LinkUps;
     public long LinkDowns;
 
     public LinkStats Snapshot() => (LinkStats)MemberwiseClone();
 
     public override string ToString() =>
-        $"tx {TxFrames} frames/{TxBytes} B ({TxDropped} dropped, {TxStalls} stalls), rx {RxFrames} frames/{RxBytes} B ({RxDropped} dropped, {RxStalls} stalls), doorbells {DoorbellsSent} sent/{DoorbellsTaken} taken, link up {LinkUps}x down {LinkDowns}x";
+        $"tx {TxFrames} frames/{TxBytes} B ({TxDropped} dropped, {TxStalls} stalls), rx {RxFrames} frames/{RxBytes} B ({RxDropped} dropped, {RxStalls} stalls), doorbells {DoorbellsSent} sent/{DoorbellsTaken} taken, rx re-armed {RxRearms}x, link up {LinkUps}x down {LinkDowns}x";
 }

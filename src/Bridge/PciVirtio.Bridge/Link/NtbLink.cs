@@ -47,6 +47,11 @@ public sealed class NtbLink : IDisposable
             throw new ArgumentException($"link offer: {error}", nameof(options));
         }
 
+        if (options.ReceiveLinger < TimeSpan.Zero || options.ReceiveLinger > LinkOptions.MaxReceiveLinger)
+        {
+            throw new ArgumentException($"receive linger {options.ReceiveLinger.TotalMicroseconds} µs is outside 0..{LinkOptions.MaxReceiveLinger.TotalMicroseconds} µs", nameof(options));
+        }
+
         if (hardware.ScratchpadCount < LinkScratchpad.Count)
         {
             throw new ArgumentException($"{hardware.Name} has {hardware.ScratchpadCount} scratchpads; the link protocol needs {LinkScratchpad.Count}", nameof(hardware));
@@ -269,7 +274,7 @@ public sealed class NtbLink : IDisposable
         _pairs = new LinkQueuePair[agreed.QueuePairs];
         for (int q = 0; q < _pairs.Length; q++)
         {
-            _pairs[q] = new LinkQueuePair(q, _hardware, layout, agreed, txMemory, rxMemory, _backend, Stats, _logger);
+            _pairs[q] = new LinkQueuePair(q, _hardware, layout, agreed, txMemory, rxMemory, _backend, Stats, _logger, _loop.Post, _options.ReceiveLinger, _options.TimeProvider);
         }
 
         Agreed = agreed with { Epoch = peer.Epoch };

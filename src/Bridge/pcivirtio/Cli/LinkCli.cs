@@ -23,12 +23,14 @@ internal static class LinkCli
         var duration = CliOptions.OptionalSeconds("--duration", "Stop after this many seconds (default: on SIGINT/SIGTERM)");
         var stats = CliOptions.Seconds("--stats", "Print state and throughput every this many seconds (0: never)", 1, zeroAllowed: true);
         var poll = CliOptions.Flag("--poll", "Busy-poll the rings (lowest latency, one core spins) instead of doorbells");
+        var linger = CliOptions.Int("--linger", "Doorbells mode: microseconds a dry receive ring is still watched before kicks are asked for (0: at once)",
+            0, SettingsValidator.MaxLingerMicroseconds, (int)LinkOptions.DefaultReceiveLinger.TotalMicroseconds);
         var verbose = CliOptions.Flag("--verbose", "Debug logging");
         var peerId = new Option<uint?>("--peer-id") { Description = "vfio: only: the other side's ivshmem IVPosition (default: 1 when ours is 0, else 0)" };
         var noIommu = CliOptions.Flag("--no-iommu", "vfio: only: accept vfio-pci's unsafe no-IOMMU mode (machines without an IOMMU)");
         var command = new Command("link", "One end of a host-to-host link over an NTB, as a TAP interface")
         {
-            hw, name, tap, mtu, address, queues, queueSize, bufferSize, duration, stats, poll, verbose, peerId, noIommu,
+            hw, name, tap, mtu, address, queues, queueSize, bufferSize, duration, stats, poll, linger, verbose, peerId, noIommu,
         };
         LinkEndSettings Settings(CommandResult r) => new()
         {
@@ -41,6 +43,7 @@ internal static class LinkCli
             QueueSize = r.GetValue(queueSize),
             BufferSize = r.GetValue(bufferSize),
             Poll = r.GetValue(poll),
+            LingerMicroseconds = r.GetValue(linger),
             PeerId = r.GetValue(peerId),
             NoIommu = r.GetValue(noIommu),
         };
@@ -57,6 +60,7 @@ internal static class LinkCli
         "BufferSize" => "--buffer-size",
         "PeerId" => "--peer-id",
         "NoIommu" => "--no-iommu",
+        "LingerMicroseconds" => "--linger",
         _ => "--" + setting.ToLowerInvariant(),
     };
 }

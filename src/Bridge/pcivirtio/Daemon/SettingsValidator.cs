@@ -85,6 +85,9 @@ public static class SettingsValidator
         return errors;
     }
 
+    /// <summary>The longest receive linger a link takes, in microseconds.</summary>
+    public static readonly int MaxLingerMicroseconds = (int)Bridge.Link.LinkOptions.MaxReceiveLinger.TotalMicroseconds;
+
     // The settable properties of the settings classes (a test keeps these lists whole).
     internal static readonly string[] DaemonKeys =
         [nameof(DaemonSettings.ControlSocket), nameof(DaemonSettings.Backends), nameof(DaemonSettings.Links), nameof(DaemonSettings.ShutdownSeconds)];
@@ -100,7 +103,7 @@ public static class SettingsValidator
     [
         nameof(LinkEndSettings.Name), nameof(LinkEndSettings.Hardware), nameof(LinkEndSettings.Tap), nameof(LinkEndSettings.Mtu), nameof(LinkEndSettings.Address),
         nameof(LinkEndSettings.Queues), nameof(LinkEndSettings.QueueSize), nameof(LinkEndSettings.BufferSize), nameof(LinkEndSettings.Poll),
-        nameof(LinkEndSettings.PeerId), nameof(LinkEndSettings.NoIommu),
+        nameof(LinkEndSettings.LingerMicroseconds), nameof(LinkEndSettings.PeerId), nameof(LinkEndSettings.NoIommu),
     ];
 
     /// <summary>Keys under <paramref name="section"/> (the PciVirtio section) that no setting
@@ -234,6 +237,11 @@ public static class SettingsValidator
         if (l.BufferSize < 256 || l.BufferSize % 64 != 0 || l.BufferSize > (1 << 20))
         {
             yield return $"{key("BufferSize")}: {l.BufferSize} is not a multiple of 64 in 256..1048576";
+        }
+
+        if (l.LingerMicroseconds < 0 || l.LingerMicroseconds > MaxLingerMicroseconds)
+        {
+            yield return $"{key("LingerMicroseconds")}: {l.LingerMicroseconds} is outside 0..{MaxLingerMicroseconds}";
         }
 
         bool vfio = l.Hardware?.StartsWith("vfio:", StringComparison.Ordinal) == true;

@@ -1,0 +1,89 @@
+using PciVirtio.Bridge.Link;
+using PciVirtio.Bridge.Tests.Hardware;
+
+namespace PciVirtio.Bridge.Tests.Link;
+
+/// <summary>
+/// The receive linger (LinkOptions.ReceiveLinger): a receiver whose ring ran dry keeps looking
+/// at it for a while instead of asking for kicks at once. The linger's clock is moved by hand,
+/// so "still lingering" and "linger over" are states the test sets, not races it hopes to win.
+/// </summary>
+public sealed class LinkLingerTests
+{
+    private static readonly TimeSpan UpTimeout = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan ArriveTimeout = TimeSpan.FromSeconds(20);
+
+    [Fact]
+    public void While_the_receiver_lingers_frames_reach_it_without_a_kick_even_with_every_doorbell_lost()
+    {
+        var clock = new ManualTime();
+        using var pair = new LinkPair(linger: TimeSpan.FromMilliseconds(1), clock: clock);
+        pair.Start();
+        Assert.True(pair.WaitUntilUp(UpTimeout));
+
+        // The clock stands still: b's ring ran dry when the link came up, and b lingers on.
+        // The first frame still brings a kick: with EVENT_IDX a fresh ring's avail_event is 0,
+        // which the first entry passes whatever b does.
+        Assert.Equal(1, pair.A.SendAll([LinkPair.Frame(0, 100)]));
+        Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == 1, ArriveTimeout));
+        pair.Device.DropDoorbells(1_000_000);
+        long kicks = pair.A.OnLoop(() => pair.A.Link.Stats.DoorbellsSent);
+        var frames = Enumerable.Range(1, 600).Select(i => LinkPair.Frame(i, 64 + (i % 700))).ToList();
+        Assert.Equal(frames.Count, pair.A.SendAll(frames));
+        Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == frames.Count + 1, ArriveTimeout), $"b got {pair.B.ReceivedCount}/{frames.Count + 1}");
+        Assert.Equal(Enumerable.Range(0, frames.Count + 1), pair.B.Received.Select(LinkPair.SeqOf));
+        Assert.Equal(kicks, pair.A.OnLoop(() => pair.A.Link.Stats.DoorbellsSent));
+    }
+
+    [Fact]
+    public void Once_the_linger_is_over_the_receiver_asks_for_a_kick_and_the_next_frame_brings_one()
+    {
+        var clock = new ManualTime();
+        using var pair = new LinkPair(linger: TimeSpan.FromMilliseconds(1), clock: clock);
+        pair.Start();
+        Assert.True(pair.WaitUntilUp(UpTimeout));
+        long kicks = pair.A.OnLoop(() => pair.A.Link.Stats.DoorbellsSent);
+        long rearms = pair.B.OnLoop(() => pair.B.Link.Stats.RxRearms);
+
+        clock.Advance(TimeSpan.FromMilliseconds(2));
+        Assert.True(SpinWait.SpinUntil(() => pair.B.OnLoop(() => pair.B.Link.Stats.RxRearms) > rearms, UpTimeout), "b never asked for kicks after its linger");
+        Assert.Equal(1, pair.A.SendAll([LinkPair.Frame(0, 100)]));
+        Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == 1, ArriveTimeout));
+        Assert.Equal(kicks + 1, pair.A.OnLoop(() => pair.A.Link.Stats.DoorbellsSent));
+
+        // b served the kick and lingers again (the clock stands still): the next frames need none.
+        var more = Enumerable.Range(1, 50).Select(i => LinkPair.Frame(i, 100)).ToList();
+        Assert.Equal(more.Count, pair.A.SendAll(more));
+        Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == 51, ArriveTimeout), $"b got {pair.B.ReceivedCount}/51");
+        Assert.Equal(kicks + 1, pair.A.OnLoop(() => pair.A.Link.Stats.DoorbellsSent));
+    }
+
+    [Fact]
+    public void Without_a_linger_every_frame_after_a_dry_ring_is_kicked()
+    {
+        using var pair = new LinkPair(linger: TimeSpan.Zero);
+        pair.Start();
+        Assert.True(pair.WaitUntilUp(UpTimeout));
+        long kicks = pair.A.OnLoop(() => pair.A.Link.Stats.DoorbellsSent);
+        for (int i = 0; i < 3; i++)
+        {
+            // Once b has asked for kicks again (not merely handed the frame on), a's next
+            // frame must bring one.
+            long rearms = pair.B.OnLoop(() => pair.B.Link.Stats.RxRearms);
+            Assert.Equal(1, pair.A.SendAll([LinkPair.Frame(i, 100)]));
+            Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == i + 1 && pair.B.OnLoop(() => pair.B.Link.Stats.RxRearms) > rearms, ArriveTimeout));
+        }
+
+        Assert.Equal(kicks + 3, pair.A.OnLoop(() => pair.A.Link.Stats.DoorbellsSent));
+    }
+
+    [Fact]
+    public void A_linger_longer_than_a_millisecond_is_refused()
+    {
+        using var device = PciVirtio.HwSim.Device.HwSimDevice.Create(windows: 1, windowSize: 1 << 20);
+        using var hardware = new PciVirtio.Bridge.Hardware.SimNtbHardware(device.OpenPort(0));
+        using var loop = new PciVirtio.Mmio.EventLoop.EpollEventLoop("linger-refused");
+        var e = Assert.Throws<ArgumentException>(() => new NtbLink(hardware, new PacketEndpoint(), loop, new LinkOptions { ReceiveLinger = TimeSpan.FromMilliseconds(2) }));
+        Assert.Contains("linger", e.Message, StringComparison.Ordinal);
+    }
+}
