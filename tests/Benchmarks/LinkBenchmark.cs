@@ -39,7 +39,7 @@ public static partial class LinkBenchmark
         int[] sizes = [64, 1500, 65535];
         var check = FrameCheck.Full;
         bool oneThread = false;
-        var linger = LinkOptions.DefaultReceiveLinger;
+        var linger = LinkOptions.DefaultLinger;
         try
         {
             for (int i = 0; i < args.Length; i++)
@@ -78,9 +78,9 @@ public static partial class LinkBenchmark
         }
 
         // A packet holds an Ethernet header, the sequence number after it and a last byte of its own.
-        if (linger < TimeSpan.Zero || linger > LinkOptions.MaxReceiveLinger)
+        if (linger < TimeSpan.Zero || linger > LinkOptions.MaxLinger)
         {
-            Console.Error.WriteLine($"link benchmark: --linger is 0..{LinkOptions.MaxReceiveLinger.TotalMicroseconds} µs");
+            Console.Error.WriteLine($"link benchmark: --linger is 0..{LinkOptions.MaxLinger.TotalMicroseconds} µs");
             return 2;
         }
 
@@ -140,7 +140,7 @@ public static partial class LinkBenchmark
         var offer = new LinkParameters();
         int area = offer.QueueSize * offer.BufferSize;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"packet API over an in-process hw-sim NTB ({WindowSize >> 20} MiB window, {offer.QueueSize}-entry rings, {area >> 10} KiB of receive buffers), {seconds:0.#} s per size after warm-up: one loop thread sends (batches of {Sender.Batch}, a flush per batch, {Sender.Batch * Sender.BatchesPerTurn} frames per loop turn at most), the other checks every frame ({CheckText(check)}). Copy limit: one thread copying the same frames into a {area >> 10} KiB area for as long. Sizes are packet bytes (the frame adds the {VirtioNetHeader.Size}-byte vnet header); Gbit/s counts packet bytes. Mode doorbells: EVENT_IDX-suppressed kicks and used doorbells, as `pcivirtio link` runs by default, a dry receive ring watched {linger.TotalMicroseconds:0} µs before kicks are asked for (--linger); busy-poll (--modes doorbells,busy-poll): LinkOptions.Poll on both ends.{(oneThread ? " Rows marked one thread (--one-thread): both ends on one loop thread, so no cache line crosses between CPUs and what is left is the link's own instructions; their CPU columns are that one thread's." : "")}"));
+            $"packet API over an in-process hw-sim NTB ({WindowSize >> 20} MiB window, {offer.QueueSize}-entry rings, {area >> 10} KiB of receive buffers), {seconds:0.#} s per size after warm-up: one loop thread sends (batches of {Sender.Batch}, a flush per batch, {Sender.Batch * Sender.BatchesPerTurn} frames per loop turn at most), the other checks every frame ({CheckText(check)}). Copy limit: one thread copying the same frames into a {area >> 10} KiB area for as long. Sizes are packet bytes (the frame adds the {VirtioNetHeader.Size}-byte vnet header); Gbit/s counts packet bytes. Mode doorbells: EVENT_IDX-suppressed kicks and used doorbells, as `pcivirtio link` runs by default, a dry receive ring or a full transmit ring watched {linger.TotalMicroseconds:0} µs before a doorbell is asked for (--linger); busy-poll (--modes doorbells,busy-poll): LinkOptions.Poll on both ends.{(oneThread ? " Rows marked one thread (--one-thread): both ends on one loop thread, so no cache line crosses between CPUs and what is left is the link's own instructions; their CPU columns are that one thread's." : "")}"));
         Console.WriteLine();
         var rows = new List<PacketRow>();
         foreach (bool single in oneThread ? new[] { false, true } : [false])
@@ -660,8 +660,8 @@ public static partial class LinkBenchmark
             _hwB = new SimNtbHardware(_device.OpenPort(1));
             var endA = new PacketEndpoint();
             var endB = new PacketEndpoint { FrameArrived = _receiver.OnFrame };
-            _linkA = new NtbLink(_hwA, endA, _loopA, new LinkOptions { Name = "tx", Poll = poll, ReceiveLinger = linger });
-            _linkB = new NtbLink(_hwB, endB, _loopB, new LinkOptions { Name = "rx", Poll = poll, ReceiveLinger = linger });
+            _linkA = new NtbLink(_hwA, endA, _loopA, new LinkOptions { Name = "tx", Poll = poll, Linger = linger });
+            _linkB = new NtbLink(_hwB, endB, _loopB, new LinkOptions { Name = "rx", Poll = poll, Linger = linger });
             _sender = new Sender(endA, _loopA);
             var statsA = _linkA.Stats;
             var statsB = _linkB.Stats;

@@ -4,9 +4,10 @@ using PciVirtio.Bridge.Tests.Hardware;
 namespace PciVirtio.Bridge.Tests.Link;
 
 /// <summary>
-/// The receive linger (LinkOptions.ReceiveLinger): a receiver whose ring ran dry keeps looking
-/// at it for a while instead of asking for kicks at once. The linger's clock is moved by hand,
-/// so "still lingering" and "linger over" are states the test sets, not races it hopes to win.
+/// The linger (LinkOptions.Linger): a receiver whose ring ran dry, or a sender out of space,
+/// keeps looking at its ring for a while instead of asking the peer for a doorbell at once.
+/// The linger's clock is moved by hand, so "still lingering" and "linger over" are states the
+/// test sets, not races it hopes to win.
 /// </summary>
 public sealed class LinkLingerTests
 {
@@ -14,7 +15,7 @@ public sealed class LinkLingerTests
     private static readonly TimeSpan ArriveTimeout = TimeSpan.FromSeconds(20);
 
     [Fact]
-    public void While_the_receiver_lingers_frames_reach_it_without_a_kick_even_with_every_doorbell_lost()
+    public void While_both_ends_linger_frames_and_returned_buffers_cross_without_a_doorbell_even_with_every_doorbell_lost()
     {
         var clock = new ManualTime();
         using var pair = new LinkPair(linger: TimeSpan.FromMilliseconds(1), clock: clock);
@@ -28,11 +29,18 @@ public sealed class LinkLingerTests
         Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == 1, ArriveTimeout));
         pair.Device.DropDoorbells(1_000_000);
         long kicks = pair.A.OnLoop(() => pair.A.Link.Stats.DoorbellsSent);
+        long usedDoorbells = pair.B.OnLoop(() => pair.B.Link.Stats.DoorbellsSent);
+        long stalls = pair.A.OnLoop(() => pair.A.Link.Stats.TxStalls);
         var frames = Enumerable.Range(1, 600).Select(i => LinkPair.Frame(i, 64 + (i % 700))).ToList();
         Assert.Equal(frames.Count, pair.A.SendAll(frames));
         Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == frames.Count + 1, ArriveTimeout), $"b got {pair.B.ReceivedCount}/{frames.Count + 1}");
         Assert.Equal(Enumerable.Range(0, frames.Count + 1), pair.B.Received.Select(LinkPair.SeqOf));
         Assert.Equal(kicks, pair.A.OnLoop(() => pair.A.Link.Stats.DoorbellsSent));
+
+        // 600 frames do not fit a 256-entry ring: a ran out of space, and took back what b
+        // returned by looking, never asking b for a used doorbell.
+        Assert.True(pair.A.OnLoop(() => pair.A.Link.Stats.TxStalls) > stalls, "a never ran out of space");
+        Assert.Equal(usedDoorbells, pair.B.OnLoop(() => pair.B.Link.Stats.DoorbellsSent));
     }
 
     [Fact]
@@ -83,7 +91,7 @@ public sealed class LinkLingerTests
         using var device = PciVirtio.HwSim.Device.HwSimDevice.Create(windows: 1, windowSize: 1 << 20);
         using var hardware = new PciVirtio.Bridge.Hardware.SimNtbHardware(device.OpenPort(0));
         using var loop = new PciVirtio.Mmio.EventLoop.EpollEventLoop("linger-refused");
-        var e = Assert.Throws<ArgumentException>(() => new NtbLink(hardware, new PacketEndpoint(), loop, new LinkOptions { ReceiveLinger = TimeSpan.FromMilliseconds(2) }));
+        var e = Assert.Throws<ArgumentException>(() => new NtbLink(hardware, new PacketEndpoint(), loop, new LinkOptions { Linger = TimeSpan.FromMilliseconds(2) }));
         Assert.Contains("linger", e.Message, StringComparison.Ordinal);
     }
 }

@@ -11,7 +11,7 @@ namespace PciVirtio.Bridge.Tests.Link;
 /// loop, with a packet endpoint that records what arrives.</summary>
 public sealed class LinkPair : IDisposable
 {
-    /// <param name="linger">Both ends' receive linger; the default when null.</param>
+    /// <param name="linger">Both ends' linger; the default when null.</param>
     /// <param name="clock">Both ends' clock for the linger; the system's when null.</param>
     public LinkPair(LinkParameters? offerA = null, LinkParameters? offerB = null, ulong windowSize = 4 << 20, bool pollA = false, bool pollB = false,
         TimeSpan? linger = null, TimeProvider? clock = null)
@@ -20,7 +20,7 @@ public sealed class LinkPair : IDisposable
         var options = new LinkOptions
         {
             PeerTimeout = TimeSpan.FromMilliseconds(600),
-            ReceiveLinger = linger ?? LinkOptions.DefaultReceiveLinger,
+            Linger = linger ?? LinkOptions.DefaultLinger,
             TimeProvider = clock ?? TimeProvider.System,
         };
         A = new End(new SimNtbHardware(Device.OpenPort(0)), options with { Name = "a", Offer = offerA ?? new LinkParameters(), Poll = pollA });

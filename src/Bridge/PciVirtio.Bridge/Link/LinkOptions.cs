@@ -17,18 +17,20 @@ public sealed record LinkOptions
     public bool Poll { get; init; }
 
     /// <summary>
-    /// Doorbells mode: how long a receive ring that ran dry is looked at again, on each turn of
-    /// the link's loop, before the peer is asked to kick (zero: at once). A peer that keeps
-    /// sending is then served without kicks or wake-ups, for at most this much CPU after its
-    /// last frame. Default 20 µs; at most <see cref="MaxReceiveLinger"/>.
+    /// Doorbells mode: how long a receive ring that ran dry, or a transmit ring that ran out of
+    /// space, is looked at again on each turn of the link's loop before the peer is asked for a
+    /// doorbell (a kick, a used doorbell); zero asks at once. A peer that keeps sending is
+    /// then served without kicks, and buffers it returns soon are taken without a used
+    /// doorbell, for at most this much CPU after the last frame. Default 20 µs; at most
+    /// <see cref="MaxLinger"/>.
     /// </summary>
-    public TimeSpan ReceiveLinger { get; init; } = DefaultReceiveLinger;
+    public TimeSpan Linger { get; init; } = DefaultLinger;
 
-    public static readonly TimeSpan DefaultReceiveLinger = TimeSpan.FromMicroseconds(20);
+    public static readonly TimeSpan DefaultLinger = TimeSpan.FromMicroseconds(20);
 
-    public static readonly TimeSpan MaxReceiveLinger = TimeSpan.FromMilliseconds(1);
+    public static readonly TimeSpan MaxLinger = TimeSpan.FromMilliseconds(1);
 
-    /// <summary>The clock the receive linger is measured by (tests move it by hand).</summary>
+    /// <summary>The clock the linger is measured by (tests move it by hand).</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
     /// <summary>Name in logs.</summary>

@@ -36,8 +36,8 @@ internal sealed class LinkQueuePair : INetPort
     private bool _senderWaiting;
     private bool _published = true;
 
-    // The receive linger (LinkOptions.ReceiveLinger): a dry ring is looked at again on each
-    // turn of the loop for this long before the peer is asked for a kick.
+    // The linger (LinkOptions.Linger): a dry receive ring is looked at again on each turn of
+    // the loop for this long before the peer is asked for a kick.
     private readonly Action<Action> _post;
     private readonly TimeProvider _clock;
     private readonly long _lingerTicks;
@@ -46,10 +46,15 @@ internal sealed class LinkQueuePair : INetPort
     private long _dryAt;
     private bool _lingerPosted;
 
+    // The same linger on the transmit side: a sender out of space looks at the used ring.
+    private readonly Action _txLinger;
+    private long _stallAt;
+    private bool _txLingerPosted;
+
     /// <param name="post">Runs an action on the link's loop thread after the current one
-    /// (from that thread: no system call); the receive linger reschedules itself with it.</param>
-    /// <param name="linger">How long a dry receive ring is watched before notifications are
-    /// re-enabled; zero re-enables them at once.</param>
+    /// (from that thread: no system call); the lingers reschedule themselves with it.</param>
+    /// <param name="linger">How long a dry receive ring, or a transmit ring out of space, is
+    /// watched before the peer is asked for a doorbell; zero asks at once.</param>
     /// <param name="clock">What <paramref name="linger"/> is measured by.</param>
     public LinkQueuePair(int pair, INtbHardware hardware, LinkLayout layout, LinkParameters agreed, GuestMemory<NtbMemoryAccessor> txMemory,
         GuestMemory<NtbMemoryAccessor> rxMemory, INetBackend backend, LinkStats stats, ILogger? logger, Action<Action> post, TimeSpan linger, TimeProvider clock)
@@ -59,6 +64,7 @@ internal sealed class LinkQueuePair : INetPort
         _clock = clock;
         _lingerTicks = (long)(linger.TotalSeconds * clock.TimestampFrequency);
         _linger = Linger;
+        _txLinger = TxLinger;
         _hardware = hardware;
         _backend = backend;
         _logger = logger;
@@ -122,10 +128,11 @@ internal sealed class LinkQueuePair : INetPort
             return false;
         }
 
+        // Used doorbells are asked for only while the sender waits for space (Receive).
+        Tx.DisableInterrupts();
         if (Polling)
         {
-            // Neither kicks nor used doorbells: the poller looks at both rings.
-            Tx.DisableInterrupts();
+            // No kicks either: the poller looks at both rings.
             Rx.DisableNotifications();
         }
 
@@ -167,17 +174,30 @@ internal sealed class LinkQueuePair : INetPort
 
         if (!ok)
         {
-            // Full: publish what we have, ask the peer for a used doorbell, then re-check
-            // (it may have returned buffers before it saw our request).
+            // Full: publish what we have, then wait for buffers to come back: by looking at
+            // the used ring for the linger (TxLinger), or at once by asking the peer for a
+            // used doorbell. Re-check first (it may have returned buffers before it saw our
+            // request).
             _senderWaiting = true;
             Flush();
-            if ((Polling || Tx.EnableInterrupts()) && Reclaim() > 0)
+            bool lingering = !Polling && _lingerTicks > 0;
+            if ((Polling || lingering || Tx.EnableInterrupts()) && Reclaim() > 0)
             {
                 ok = Tx.FreeDescriptors > 0 && _buffers.TryAllocate((uint)length, out offset, out slot);
             }
 
             if (!ok)
             {
+                if (lingering)
+                {
+                    _stallAt = _clock.GetTimestamp();
+                    if (!_txLingerPosted)
+                    {
+                        _txLingerPosted = true;
+                        _post(_txLinger);
+                    }
+                }
+
                 _stats.TxStalls++;
                 return ReceiveResult.NoBuffers;
             }
@@ -434,6 +454,34 @@ internal sealed class LinkQueuePair : INetPort
         }
 
         return true;
+    }
+
+    /// <summary>The sender waits for space: take what the peer returned, on each turn of the
+    /// loop, until the linger is over; then ask for a used doorbell (and re-check).</summary>
+    private void TxLinger()
+    {
+        _txLingerPosted = false;
+        if (!_senderWaiting || Polling || !Tx.IsRunning)
+        {
+            return;
+        }
+
+        bool back = Reclaim() > 0;
+        if (!back && _clock.GetTimestamp() - _stallAt < _lingerTicks)
+        {
+            _txLingerPosted = true;
+            _post(_txLinger);
+            return;
+        }
+
+        if (!back && !(Tx.EnableInterrupts() && Reclaim() > 0))
+        {
+            return; // OnUsedDoorbell takes it from here
+        }
+
+        _senderWaiting = false;
+        Tx.DisableInterrupts();
+        _backend.ReceiveSpaceAvailable(PairIndex);
     }
 
     private void Linger()

@@ -47,9 +47,9 @@ public sealed class NtbLink : IDisposable
             throw new ArgumentException($"link offer: {error}", nameof(options));
         }
 
-        if (options.ReceiveLinger < TimeSpan.Zero || options.ReceiveLinger > LinkOptions.MaxReceiveLinger)
+        if (options.Linger < TimeSpan.Zero || options.Linger > LinkOptions.MaxLinger)
         {
-            throw new ArgumentException($"receive linger {options.ReceiveLinger.TotalMicroseconds} µs is outside 0..{LinkOptions.MaxReceiveLinger.TotalMicroseconds} µs", nameof(options));
+            throw new ArgumentException($"linger {options.Linger.TotalMicroseconds} µs is outside 0..{LinkOptions.MaxLinger.TotalMicroseconds} µs", nameof(options));
         }
 
         if (hardware.ScratchpadCount < LinkScratchpad.Count)
@@ -274,7 +274,7 @@ public sealed class NtbLink : IDisposable
         _pairs = new LinkQueuePair[agreed.QueuePairs];
         for (int q = 0; q < _pairs.Length; q++)
         {
-            _pairs[q] = new LinkQueuePair(q, _hardware, layout, agreed, txMemory, rxMemory, _backend, Stats, _logger, _loop.Post, _options.ReceiveLinger, _options.TimeProvider);
+            _pairs[q] = new LinkQueuePair(q, _hardware, layout, agreed, txMemory, rxMemory, _backend, Stats, _logger, _loop.Post, _options.Linger, _options.TimeProvider);
         }
 
         Agreed = agreed with { Epoch = peer.Epoch };

@@ -23,8 +23,8 @@ internal static class LinkCli
         var duration = CliOptions.OptionalSeconds("--duration", "Stop after this many seconds (default: on SIGINT/SIGTERM)");
         var stats = CliOptions.Seconds("--stats", "Print state and throughput every this many seconds (0: never)", 1, zeroAllowed: true);
         var poll = CliOptions.Flag("--poll", "Busy-poll the rings (lowest latency, one core spins) instead of doorbells");
-        var linger = CliOptions.Int("--linger", "Doorbells mode: microseconds a dry receive ring is still watched before kicks are asked for (0: at once)",
-            0, SettingsValidator.MaxLingerMicroseconds, (int)LinkOptions.DefaultReceiveLinger.TotalMicroseconds);
+        var linger = CliOptions.Int("--linger", "Doorbells mode: microseconds a dry receive ring or a full transmit ring is still watched before a doorbell is asked for (0: at once)",
+            0, SettingsValidator.MaxLingerMicroseconds, (int)LinkOptions.DefaultLinger.TotalMicroseconds);
         var verbose = CliOptions.Flag("--verbose", "Debug logging");
         var peerId = new Option<uint?>("--peer-id") { Description = "vfio: only: the other side's ivshmem IVPosition (default: 1 when ours is 0, else 0)" };
         var noIommu = CliOptions.Flag("--no-iommu", "vfio: only: accept vfio-pci's unsafe no-IOMMU mode (machines without an IOMMU)");

@@ -112,9 +112,10 @@ public sealed class LinkEndSettings
     /// <summary>Busy-poll the rings instead of doorbells.</summary>
     public bool Poll { get; set; }
 
-    /// <summary>Doorbells mode: microseconds a receive ring that ran dry is still watched
-    /// before the peer is asked to kick, 0..1000 (0: at once).</summary>
-    public int LingerMicroseconds { get; set; } = (int)Bridge.Link.LinkOptions.DefaultReceiveLinger.TotalMicroseconds;
+    /// <summary>Doorbells mode: microseconds a receive ring that ran dry, or a transmit ring
+    /// out of space, is still watched before the peer is asked for a doorbell, 0..1000 (0: at
+    /// once).</summary>
+    public int LingerMicroseconds { get; set; } = (int)Bridge.Link.LinkOptions.DefaultLinger.TotalMicroseconds;
 
     /// <summary><c>vfio:</c> only: the other side's ivshmem IVPosition, when the two ends are
     /// not the server's first two peers (ids 0 and 1).</summary>

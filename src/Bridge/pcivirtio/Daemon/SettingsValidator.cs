@@ -85,8 +85,8 @@ public static class SettingsValidator
         return errors;
     }
 
-    /// <summary>The longest receive linger a link takes, in microseconds.</summary>
-    public static readonly int MaxLingerMicroseconds = (int)Bridge.Link.LinkOptions.MaxReceiveLinger.TotalMicroseconds;
+    /// <summary>The longest linger a link takes, in microseconds.</summary>
+    public static readonly int MaxLingerMicroseconds = (int)Bridge.Link.LinkOptions.MaxLinger.TotalMicroseconds;
 
     // The settable properties of the settings classes (a test keeps these lists whole).
     internal static readonly string[] DaemonKeys =

@@ -17,7 +17,7 @@ public static class LinkEndStart
         var offer = new LinkParameters { QueuePairs = settings.Queues, QueueSize = settings.QueueSize, BufferSize = settings.BufferSize };
         var hardwareLogger = loggers.CreateLogger("PciVirtio.Hardware").WithScope("Link", name);
         var hardware = NtbHardware.Open(settings.Hardware!, settings.OpenOptions(hardwareLogger));
-        return TapLinkEnd.Start(hardware, settings.Tap, settings.Mtu, new LinkOptions { Name = name, Offer = offer, Poll = settings.Poll, ReceiveLinger = TimeSpan.FromMicroseconds(settings.LingerMicroseconds) }, loggers);
+        return TapLinkEnd.Start(hardware, settings.Tap, settings.Mtu, new LinkOptions { Name = name, Offer = offer, Poll = settings.Poll, Linger = TimeSpan.FromMicroseconds(settings.LingerMicroseconds) }, loggers);
     }
 
     /// <summary>The failures <see cref="Start"/> reports for the operator to act on (absent
