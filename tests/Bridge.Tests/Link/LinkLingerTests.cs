@@ -18,9 +18,7 @@ public sealed class LinkLingerTests
     public void While_both_ends_linger_frames_and_returned_buffers_cross_without_a_doorbell_even_with_every_doorbell_lost()
     {
         var clock = new ManualTime();
-        using var pair = new LinkPair(linger: TimeSpan.FromMilliseconds(1), clock: clock);
-        pair.Start();
-        Assert.True(pair.WaitUntilUp(UpTimeout));
+        using var pair = Up(new LinkPair(linger: TimeSpan.FromMilliseconds(1), clock: clock));
 
         // The clock stands still: b's ring ran dry when the link came up, and b lingers on.
         // The first frame still brings a kick: with EVENT_IDX a fresh ring's avail_event is 0,
@@ -47,9 +45,7 @@ public sealed class LinkLingerTests
     public void Once_the_linger_is_over_the_receiver_asks_for_a_kick_and_the_next_frame_brings_one()
     {
         var clock = new ManualTime();
-        using var pair = new LinkPair(linger: TimeSpan.FromMilliseconds(1), clock: clock);
-        pair.Start();
-        Assert.True(pair.WaitUntilUp(UpTimeout));
+        using var pair = Up(new LinkPair(linger: TimeSpan.FromMilliseconds(1), clock: clock));
         long kicks = pair.A.OnLoop(() => pair.A.Link.Stats.DoorbellsSent);
         long rearms = pair.B.OnLoop(() => pair.B.Link.Stats.RxRearms);
 
@@ -69,9 +65,7 @@ public sealed class LinkLingerTests
     [Fact]
     public void Without_a_linger_every_frame_after_a_dry_ring_is_kicked()
     {
-        using var pair = new LinkPair(linger: TimeSpan.Zero);
-        pair.Start();
-        Assert.True(pair.WaitUntilUp(UpTimeout));
+        using var pair = Up(new LinkPair(linger: TimeSpan.Zero));
         long kicks = pair.A.OnLoop(() => pair.A.Link.Stats.DoorbellsSent);
         for (int i = 0; i < 3; i++)
         {
@@ -93,5 +87,21 @@ public sealed class LinkLingerTests
         using var loop = new PciVirtio.Mmio.EventLoop.EpollEventLoop("linger-refused");
         var e = Assert.Throws<ArgumentException>(() => new NtbLink(hardware, new PacketEndpoint(), loop, new LinkOptions { Linger = TimeSpan.FromMilliseconds(2) }));
         Assert.Contains("linger", e.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>Starts both ends and waits for the link; disposes them if it does not come up.</summary>
+    private static LinkPair Up(LinkPair pair)
+    {
+        try
+        {
+            pair.Start();
+            Assert.True(pair.WaitUntilUp(UpTimeout));
+            return pair;
+        }
+        catch
+        {
+            pair.Dispose();
+            throw;
+        }
     }
 }
