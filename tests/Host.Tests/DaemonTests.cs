@@ -215,7 +215,7 @@ public sealed class DaemonTests : IDisposable
         {
             "pcivirtio.queue.packets", "pcivirtio.queue.bytes", "pcivirtio.queue.drops", "pcivirtio.queue.kicks", "pcivirtio.queue.interrupts",
             "pcivirtio.queue.ring_full", "pcivirtio.queue.broken", "pcivirtio.device.connected", "pcivirtio.link.packets", "pcivirtio.link.up",
-            "pcivirtio.link.remote_reads", "pcivirtio.link.transitions",
+            "pcivirtio.link.remote_reads", "pcivirtio.link.transitions", "pcivirtio.link.rx_rearms",
         })
         {
             Assert.Contains(name, instruments);

@@ -95,6 +95,9 @@ public sealed record LinkStatus
 
     public long DoorbellsTaken { get; init; }
 
+    /// <summary>Times the receive ring, dry and its linger over, asked the peer for kicks again.</summary>
+    public long RxRearms { get; init; }
+
     public long LinkUps { get; init; }
 
     public long LinkDowns { get; init; }

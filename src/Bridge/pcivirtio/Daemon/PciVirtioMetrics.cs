@@ -42,6 +42,8 @@ public sealed class PciVirtioMetrics : IDisposable
         Link("pcivirtio.link.drops", "{packet}", "Frames a link end dropped", l => l.TxDropped, l => l.RxDropped);
         Link("pcivirtio.link.ring_full", "{event}", "Times a link end waited for ring space (tx) or for buffers (rx)", l => l.TxRingFull, l => l.RxRingFull);
         Link("pcivirtio.link.doorbells", "{notification}", "Doorbells rung at the peer (tx) and taken from it (rx)", l => l.DoorbellsSent, l => l.DoorbellsTaken);
+        _meter.CreateObservableCounter("pcivirtio.link.rx_rearms", () => Links(l => l.RxRearms), "{event}",
+            "Times the receive ring ran dry, its linger ran out, and the peer was asked for kicks again");
         _meter.CreateObservableCounter("pcivirtio.link.transitions", Transitions, "{transition}", "Times a link came up (to=up) and went down (to=down)");
         _meter.CreateObservableCounter("pcivirtio.link.remote_reads", () => Links(l => l.RemoteReads), "{read}",
             "Reads across the link (non-posted round trips); only the handshake and link-state checks should make them");

@@ -143,6 +143,7 @@ public sealed class RunningDevices
             RxRingFull = Volatile.Read(ref s.RxStalls),
             DoorbellsSent = Volatile.Read(ref s.DoorbellsSent),
             DoorbellsTaken = Volatile.Read(ref s.DoorbellsTaken),
+            RxRearms = Volatile.Read(ref s.RxRearms),
             LinkUps = Volatile.Read(ref s.LinkUps),
             LinkDowns = Volatile.Read(ref s.LinkDowns),
             RemoteReads = remote.Reads,
