@@ -20,7 +20,7 @@ internal static class ServeCli
         var client = CliOptions.Flag("--client", "Connect to the frontend's socket (and reconnect) instead of listening");
         var queues = CliOptions.Int("--queues", "Queue pairs (a multiqueue TAP when above 1)", 1, SettingsValidator.MaxQueuePairs, 1);
         var tap = CliOptions.Text("--tap", "TAP interface to create or attach to (default: the kernel names one)");
-        var mtu = CliOptions.OptionalInt("--mtu", "MTU of the TAP and in the device's config space", 68, 65535);
+        var mtu = CliOptions.OptionalInt("--mtu", "MTU of the TAP and in the device's config space", SettingsValidator.MinMtu, SettingsValidator.MaxMtu);
         var noMrg = CliOptions.Flag("--no-mrg", "Do not offer mergeable receive buffers");
         var poll = CliOptions.Flag("--poll", "Busy-poll the rings (one core spins) instead of waiting for kicks");
         var sink = CliOptions.Flag("--sink", "No TAP: discard what the guest sends (for measurements)");

@@ -16,6 +16,21 @@ public static class SettingsValidator
 {
     public const int MaxQueuePairs = 64;
 
+    /// <summary>The smallest MTU an IPv4 host must take (RFC 791).</summary>
+    public const int MinMtu = 68;
+
+    /// <summary>The largest MTU of a TAP: its frames, Ethernet header included, stay within
+    /// 65535 bytes.</summary>
+    public const int MaxTapMtu = 65521;
+
+    /// <summary>The largest MTU of two devices joined port to port (no TAP to refuse more).</summary>
+    public const int MaxMtu = 65535;
+
+    /// <summary>Bounds of a link's receive buffer per ring slot (a multiple of 64).</summary>
+    public const int MinBufferSize = 256;
+
+    public const int MaxBufferSize = 1 << 20;
+
     /// <summary>Linux interface names are at most 15 bytes (IFNAMSIZ - 1).</summary>
     public const int MaxInterfaceName = 15;
 
@@ -185,12 +200,10 @@ public static class SettingsValidator
             yield return $"{key("Queues")}: {b.Queues} is not in 1..{MaxQueuePairs}";
         }
 
-        // A TAP takes at most 65521 (its frames, Ethernet header included, stay within
-        // 65535); two devices joined port to port have no TAP to refuse more.
-        int maxMtu = all.Count == 2 ? 65535 : 65521;
-        if (b.Mtu is { } mtu && (mtu < 68 || mtu > maxMtu))
+        int maxMtu = all.Count == 2 ? MaxMtu : MaxTapMtu;
+        if (b.Mtu is { } mtu && (mtu < MinMtu || mtu > maxMtu))
         {
-            yield return $"{key("Mtu")}: {mtu} is not in 68..{maxMtu}";
+            yield return $"{key("Mtu")}: {mtu} is not in {MinMtu}..{maxMtu}";
         }
 
         if (CheckInterfaceName(b.Tap) is { } tap)
@@ -219,9 +232,9 @@ public static class SettingsValidator
             yield return $"{key("Hardware")}: {hw}";
         }
 
-        if (l.Mtu is < 68 or > 65521)
+        if (l.Mtu is < MinMtu or > MaxTapMtu)
         {
-            yield return $"{key("Mtu")}: {l.Mtu} is not in 68..65521";
+            yield return $"{key("Mtu")}: {l.Mtu} is not in {MinMtu}..{MaxTapMtu}";
         }
 
         if (l.Queues is < 1 or > LinkParameters.MaxQueuePairs)
@@ -234,9 +247,9 @@ public static class SettingsValidator
             yield return $"{key("QueueSize")}: {l.QueueSize} is not a power of two in {LinkParameters.MinQueueSize}..{LinkParameters.MaxQueueSize}";
         }
 
-        if (l.BufferSize < 256 || l.BufferSize % 64 != 0 || l.BufferSize > (1 << 20))
+        if (l.BufferSize < MinBufferSize || l.BufferSize % 64 != 0 || l.BufferSize > MaxBufferSize)
         {
-            yield return $"{key("BufferSize")}: {l.BufferSize} is not a multiple of 64 in 256..1048576";
+            yield return $"{key("BufferSize")}: {l.BufferSize} is not a multiple of 64 in {MinBufferSize}..{MaxBufferSize}";
         }
 
         if (l.LingerMicroseconds < 0 || l.LingerMicroseconds > MaxLingerMicroseconds)
