@@ -77,13 +77,13 @@ public static partial class LinkBenchmark
             return 2;
         }
 
-        // A packet holds an Ethernet header, the sequence number after it and a last byte of its own.
-        if (linger < TimeSpan.Zero || linger > LinkOptions.MaxLinger)
+        if (LinkOptions.LingerError(linger) is { } lingerError)
         {
-            Console.Error.WriteLine($"link benchmark: --linger is 0..{LinkOptions.MaxLinger.TotalMicroseconds} µs");
+            Console.Error.WriteLine($"link benchmark: --linger: {lingerError}");
             return 2;
         }
 
+        // A packet holds an Ethernet header, the sequence number after it and a last byte of its own.
         if (sizes.Any(s => s is < 20 or > 65535))
         {
             Console.Error.WriteLine("link benchmark: packet sizes are 20..65535 bytes");

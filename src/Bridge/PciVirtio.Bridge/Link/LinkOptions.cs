@@ -30,6 +30,10 @@ public sealed record LinkOptions
 
     public static readonly TimeSpan MaxLinger = TimeSpan.FromMilliseconds(1);
 
+    /// <summary>Why <paramref name="linger"/> cannot be a link's <see cref="Linger"/>, or null.</summary>
+    public static string? LingerError(TimeSpan linger) =>
+        linger < TimeSpan.Zero || linger > MaxLinger ? $"linger {linger.TotalMicroseconds} µs is outside 0..{MaxLinger.TotalMicroseconds} µs" : null;
+
     /// <summary>The clock the linger is measured by (tests move it by hand).</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 

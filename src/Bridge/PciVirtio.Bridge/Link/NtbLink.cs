@@ -47,9 +47,9 @@ public sealed class NtbLink : IDisposable
             throw new ArgumentException($"link offer: {error}", nameof(options));
         }
 
-        if (options.Linger < TimeSpan.Zero || options.Linger > LinkOptions.MaxLinger)
+        if (LinkOptions.LingerError(options.Linger) is { } lingerError)
         {
-            throw new ArgumentException($"linger {options.Linger.TotalMicroseconds} µs is outside 0..{LinkOptions.MaxLinger.TotalMicroseconds} µs", nameof(options));
+            throw new ArgumentException(lingerError, nameof(options));
         }
 
         if (hardware.ScratchpadCount < LinkScratchpad.Count)

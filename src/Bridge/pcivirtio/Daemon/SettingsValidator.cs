@@ -31,6 +31,9 @@ public static class SettingsValidator
 
     public const int MaxBufferSize = 1 << 20;
 
+    /// <summary>The longest linger a link takes, in microseconds.</summary>
+    public static readonly int MaxLingerMicroseconds = (int)Bridge.Link.LinkOptions.MaxLinger.TotalMicroseconds;
+
     /// <summary>Linux interface names are at most 15 bytes (IFNAMSIZ - 1).</summary>
     public const int MaxInterfaceName = 15;
 
@@ -99,9 +102,6 @@ public static class SettingsValidator
 
         return errors;
     }
-
-    /// <summary>The longest linger a link takes, in microseconds.</summary>
-    public static readonly int MaxLingerMicroseconds = (int)Bridge.Link.LinkOptions.MaxLinger.TotalMicroseconds;
 
     // The settable properties of the settings classes (a test keeps these lists whole).
     internal static readonly string[] DaemonKeys =
