@@ -237,6 +237,11 @@ public static partial class LinkBenchmark
             while (!Volatile.Read(ref stop))
             {
                 long produced = Volatile.Read(ref indices[0]);
+                if (produced == next)
+                {
+                    continue;
+                }
+
                 for (; next < produced; next++)
                 {
                     int at = (int)(next % slots) * stride;
@@ -255,6 +260,7 @@ public static partial class LinkBenchmark
         consumer.Start();
         double rate = 0;
         long sequence = 0;
+        long consumed = 0; // the consumer's index as last read: read again only when it says full
         foreach (double span in new[] { 0.3, seconds }) // warm-up, then the measurement
         {
             long start = Stopwatch.GetTimestamp();
@@ -265,12 +271,12 @@ public static partial class LinkBenchmark
             {
                 for (int i = 0; i < Publish; i++, sequence++)
                 {
-                    if (sequence - Volatile.Read(ref indices[16]) >= slots)
+                    if (sequence - consumed >= slots && sequence - (consumed = Volatile.Read(ref indices[16])) >= slots)
                     {
                         // Full (a ring of big frames has fewer places than a batch): show the
                         // consumer what is there, then wait for it.
                         Volatile.Write(ref indices[0], sequence);
-                        while (sequence - Volatile.Read(ref indices[16]) >= slots)
+                        while (sequence - (consumed = Volatile.Read(ref indices[16])) >= slots)
                         {
                             Thread.SpinWait(1);
                         }
