@@ -22,6 +22,8 @@ internal readonly record struct ChainFault(QueueError Error, int Index, ulong Ad
             ? $"indirect table entry {Index} at 0x{Address:x} straddles two memory regions"
             : $"indirect table 0x{Address:x}+0x{Length:x} is not inside guest memory",
         QueueError.TooManySegments => "chain has more segments than the caller's segment buffer holds",
+        QueueError.NotSingleDescriptor => $"descriptor {Index} (0x{Address:x}+0x{Length:x}) is chained, indirect or device-writable where one device-readable descriptor is expected",
+        QueueError.WrongDirection => $"descriptor {Index} (0x{Address:x}+0x{Length:x}) is device-writable where a device-readable one is expected",
         _ => Error.ToString(),
     };
 }

@@ -36,6 +36,13 @@ public enum QueueError
 
     /// <summary>A chain too short for the device's header (virtio_net_hdr, a control header).</summary>
     ShortHeader,
+
+    // Appended (the values are stable).
+    /// <summary>With VIRTIO_F_IN_ORDER, an avail entry that names another head than the next in ring order.</summary>
+    OutOfOrder,
+
+    /// <summary>A chain of several descriptors (or an indirect one) where the queue takes one descriptor per buffer.</summary>
+    NotSingleDescriptor,
 }
 
 /// <summary>What a device queue does with a malformed descriptor chain.</summary>

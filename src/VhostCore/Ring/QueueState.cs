@@ -32,6 +32,10 @@ public readonly record struct QueueState
 
     public bool IndirectDesc => (Features & VirtioFeatures.RingIndirectDesc) != 0;
 
+    /// <summary>VIRTIO_F_IN_ORDER: descriptors are used in ring order, and one used element
+    /// may stand for a whole batch (see <see cref="SplitQueueDriver{TAccess}.TryAddInOrder"/>).</summary>
+    public bool InOrder => (Features & VirtioFeatures.InOrder) != 0;
+
     /// <summary>A state for a ring placed contiguously at <paramref name="baseAddr"/>
     /// (see <see cref="SplitRingLayout.Place"/>).</summary>
     public static QueueState AtBase(int size, ulong baseAddr, VirtioFeatures features, ulong usedAlign = 4096)

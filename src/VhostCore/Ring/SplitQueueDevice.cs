@@ -35,6 +35,7 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
     private int _mask;
     private bool _eventIdx;
     private bool _indirect;
+    private bool _inOrder;
     private ushort _nextAvail;
     private ushort _availIdxSeen;
     private ushort _nextUsed;
@@ -89,6 +90,7 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
         _mask = state.Size - 1;
         _eventIdx = state.EventIdx;
         _indirect = state.IndirectDesc;
+        _inOrder = state.InOrder;
         _nextAvail = state.NextAvail;
         _availIdxSeen = state.NextAvail;
         _nextUsed = state.NextUsed;
@@ -232,6 +234,66 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
             FlushUsed();
         }
 
+        ChainsPopped += count;
+        return count;
+    }
+
+    /// <summary>
+    /// Pops up to <paramref name="buffers"/>.Length buffers of one device-readable descriptor
+    /// each (a queue whose driver never chains, as the host-to-host link's): no chain walk,
+    /// each descriptor read once (two loads) and translated as one piece. Their heads go to
+    /// <paramref name="heads"/>. With VIRTIO_F_IN_ORDER each avail entry must name the next
+    /// descriptor in ring order. Anything else (a chained, indirect or device-writable
+    /// descriptor, a head out of order, a buffer outside memory) breaks the queue, whatever
+    /// the chain policy: under IN_ORDER a used element for a discarded buffer would also
+    /// return the buffers before it.
+    /// </summary>
+    public int PopSingleReadable(Span<ushort> heads, Span<IoSegment> buffers)
+    {
+        if (!IsRunning)
+        {
+            return 0;
+        }
+
+        int pending = _availIdxSeen == _nextAvail ? RefreshAvail() : (ushort)(_availIdxSeen - _nextAvail);
+        int count = Math.Min(pending, Math.Min(heads.Length, buffers.Length));
+        var access = _memory.Access;
+        var table = _memory.Table;
+        nint entries = _ring.AvailEntries;
+        nint desc = _ring.Desc;
+        int mask = _mask;
+        ushort next = _nextAvail;
+        for (int i = 0; i < count; i++, next++)
+        {
+            int head = access.LoadU16(entries + (2 * (next & mask)));
+            if (head != (next & mask) && (_inOrder || head >= _size))
+            {
+                Break(_inOrder ? QueueError.OutOfOrder : QueueError.HeadOutOfRange, _inOrder
+                    ? $"avail entry {next} names head {head}; in order it is {next & mask}"
+                    : $"avail entry {next} names head {head}, outside the queue size {_size}");
+                return 0;
+            }
+
+            nint d = desc + (head * SplitRingLayout.DescSize);
+            ulong addr = access.LoadU64(d);
+            ulong word = access.LoadU64(d + 8);
+            uint len = (uint)word;
+            var flags = (VirtqDescFlags)(ushort)(word >> 32);
+            nint host = 0;
+            QueueError error = flags != VirtqDescFlags.None
+                ? (flags == VirtqDescFlags.Write ? QueueError.WrongDirection : QueueError.NotSingleDescriptor)
+                : len != 0 && !table.TryTranslate(addr, len, out host) ? QueueError.BufferOutOfMemory : QueueError.None;
+            if (error != QueueError.None)
+            {
+                Break(error, $"descriptor chain {head}: {new ChainFault(error, head, addr, len, false).Describe(_size)}");
+                return 0;
+            }
+
+            heads[i] = (ushort)head;
+            buffers[i] = new IoSegment(host, len, addr);
+        }
+
+        _nextAvail = next;
         ChainsPopped += count;
         return count;
     }

@@ -20,12 +20,16 @@ public sealed class LinkTests(ITestOutputHelper output)
         Assert.True(pair.A.Endpoint.IsAttached(0));
     }
 
-    [Fact]
-    public void Frames_cross_both_ways_whole_once_and_in_order_with_no_remote_read()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)] // a peer that does not offer InOrder: descriptors from a free list, a used element per frame
+    public void Frames_cross_both_ways_whole_once_and_in_order_with_no_remote_read(bool inOrder)
     {
-        using var pair = new LinkPair();
+        var offer = new LinkParameters();
+        using var pair = new LinkPair(offerB: inOrder ? offer : offer with { Features = offer.Features & ~LinkFeatures.InOrder });
         pair.Start();
         Assert.True(pair.WaitUntilUp(UpTimeout));
+        Assert.Equal(inOrder, (pair.A.OnLoop(() => pair.A.Link.Agreed)!.Features & LinkFeatures.InOrder) != 0);
         var before = pair.A.Hardware.RemoteAccesses;
         var beforeB = pair.B.Hardware.RemoteAccesses;
         var sizes = new[] { 60, 61, 64, 1000, 1514, 9000, 65535 };
@@ -54,10 +58,13 @@ public sealed class LinkTests(ITestOutputHelper output)
         Assert.True(a.Writes > 0 && b.Writes > 0);
     }
 
-    [Fact]
-    public void A_receiver_that_refuses_holds_the_sender_back_without_loss()
+    [Theory]
+    [InlineData(LinkFeatures.EventIdx | LinkFeatures.VnetHeader | LinkFeatures.InOrder)]
+    [InlineData(LinkFeatures.EventIdx | LinkFeatures.VnetHeader)]
+    public void A_receiver_that_refuses_holds_the_sender_back_without_loss(LinkFeatures features)
     {
-        using var pair = new LinkPair(new LinkParameters { QueueSize = 64, BufferSize = 2048 }, new LinkParameters { QueueSize = 64, BufferSize = 2048 });
+        var offer = new LinkParameters { QueueSize = 64, BufferSize = 2048, Features = features };
+        using var pair = new LinkPair(offer, offer);
         pair.Start();
         Assert.True(pair.WaitUntilUp(UpTimeout));
         pair.B.Refuse = true;
@@ -73,6 +80,38 @@ public sealed class LinkTests(ITestOutputHelper output)
         Assert.Equal(frames.Count - sent, pair.A.SendAll(frames.Skip(sent).ToList()));
         Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == frames.Count, TimeSpan.FromSeconds(20)), $"{pair.B.ReceivedCount}");
         Assert.Equal(Enumerable.Range(0, frames.Count), pair.B.Received.Select(LinkPair.SeqOf));
+    }
+
+    [Fact]
+    public void A_sender_that_breaks_ring_order_takes_the_link_down_with_the_reason_and_it_comes_back()
+    {
+        using var pair = new LinkPair();
+        pair.Start();
+        Assert.True(pair.WaitUntilUp(UpTimeout));
+        var first = Enumerable.Range(0, 10).Select(i => LinkPair.Frame(i, 300)).ToList();
+        Assert.Equal(first.Count, pair.A.SendAll(first));
+        Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == first.Count, UpTimeout));
+
+        // A's avail entries were written once when its ring started; scribble over the next
+        // one in B's window (where A's ring lives) as a hostile or broken sender would.
+        var agreed = pair.B.OnLoop(() => pair.B.Link.Agreed)!;
+        var layout = LinkLayout.Compute(agreed);
+        nint entry = pair.B.Hardware.LocalWindow.Address + (nint)layout[0].RxAvail + 4 + (2 * (first.Count % agreed.QueueSize));
+        System.Runtime.InteropServices.Marshal.WriteInt16(entry, (short)((first.Count + 7) % agreed.QueueSize));
+        Assert.Equal(1, pair.A.SendAll([LinkPair.Frame(first.Count, 300)]));
+
+        Assert.True(SpinWait.SpinUntil(() => pair.B.OnLoop(() => pair.B.Link.Stats.LinkDowns) > 0, UpTimeout));
+        string? problem = pair.B.OnLoop(() => pair.B.Link.Problem);
+        output.WriteLine(problem);
+        Assert.Contains($"avail entry {first.Count} names head {first.Count + 7}; in order it is {first.Count}", problem);
+        Assert.Equal(first.Count, pair.B.ReceivedCount); // the frame behind the bad entry was not delivered
+
+        // Both ends start their rings afresh (the windows are cleared) and carry traffic again.
+        Assert.True(pair.WaitUntilUp(UpTimeout), $"a: {pair.A.Link.Problem}; b: {pair.B.Link.Problem}");
+        var after = Enumerable.Range(100, 50).Select(i => LinkPair.Frame(i, 700)).ToList();
+        Assert.Equal(after.Count, pair.A.SendAll(after));
+        Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == first.Count + after.Count, UpTimeout), $"{pair.B.ReceivedCount}");
+        Assert.Equal(after.Select(LinkPair.SeqOf), pair.B.Received.Skip(first.Count).Select(LinkPair.SeqOf));
     }
 
     [Fact]

@@ -126,4 +126,44 @@ public sealed class TransmitBufferRingTests
         Assert.True(ring.TryAllocate(4096, out ulong at, out _));
         Assert.Equal(0UL, at);
     }
+
+    [Fact]
+    public void Releasing_the_oldest_frames_frees_their_places_and_slots_in_order()
+    {
+        var ring = new TransmitBufferRing(1024, 8);
+        var slots = new List<int>();
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.True(ring.TryAllocate(200, out _, out int slot));
+            slots.Add(slot);
+        }
+
+        Assert.Equal([0, 1, 2, 3], slots);
+        Assert.False(ring.TryAllocate(200, out _, out _)); // 4 × 256 bytes: the area is full
+        ring.ReleaseOldest(3);
+        Assert.Equal(1, ring.InFlight);
+
+        // The next frame takes the next slot (a ring in order pairs slot and descriptor) and
+        // the space before the one still out.
+        Assert.True(ring.TryAllocate(200, out ulong at, out int next));
+        Assert.Equal(4, next);
+        Assert.Equal(0UL, at);
+        ring.ReleaseOldest(2);
+        Assert.Equal(0, ring.InFlight);
+    }
+
+    [Fact]
+    public void A_frame_that_never_went_out_gives_back_its_slot_and_bytes_to_the_next()
+    {
+        var ring = new TransmitBufferRing(4096, 8);
+        Assert.True(ring.TryAllocate(100, out _, out int first));
+        Assert.True(ring.TryAllocate(100, out ulong at, out int slot));
+        ring.Unallocate(slot);
+        Assert.Equal(1, ring.InFlight);
+        Assert.True(ring.TryAllocate(100, out ulong again, out int slotAgain));
+        Assert.Equal((at, slot), (again, slotAgain));
+
+        // Only the last allocation can be taken back.
+        Assert.Throws<InvalidOperationException>(() => ring.Unallocate(first));
+    }
 }

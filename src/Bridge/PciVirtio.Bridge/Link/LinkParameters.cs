@@ -14,6 +14,11 @@ public enum LinkFeatures : uint
 
     /// <summary>The writer polls: it needs no doorbells.</summary>
     Polling = 1 << 2,
+
+    /// <summary>Both rings run VIRTIO_F_IN_ORDER with one descriptor per frame: the sender
+    /// uses descriptors in ring order and writes the avail entries once, the receiver returns
+    /// a batch of frames with one used element naming the last.</summary>
+    InOrder = 1 << 3,
 }
 
 /// <summary>The scratchpads of the handshake (docs/link-protocol.md). Each side writes the
@@ -77,7 +82,7 @@ public sealed record LinkParameters
     /// <summary>Bytes of the inbound window the writer exposes.</summary>
     public ulong WindowSize { get; init; }
 
-    public LinkFeatures Features { get; init; } = LinkFeatures.EventIdx | LinkFeatures.VnetHeader;
+    public LinkFeatures Features { get; init; } = LinkFeatures.EventIdx | LinkFeatures.VnetHeader | LinkFeatures.InOrder;
 
     /// <summary>Largest packet (without the vnet header) the writer accepts.</summary>
     public int Mtu { get; init; } = 65535;
@@ -147,6 +152,6 @@ public sealed record LinkParameters
         QueueSize = Math.Min(a.QueueSize, b.QueueSize),
         BufferSize = Math.Min(a.BufferSize, b.BufferSize),
         Mtu = Math.Min(a.Mtu, b.Mtu),
-        Features = a.Features & b.Features & (LinkFeatures.EventIdx | LinkFeatures.VnetHeader),
+        Features = a.Features & b.Features & (LinkFeatures.EventIdx | LinkFeatures.VnetHeader | LinkFeatures.InOrder),
     };
 }

@@ -29,6 +29,12 @@ internal sealed class LinkQueuePair : INetPort
     private readonly DescriptorChain[] _chains = new DescriptorChain[Batch];
     private readonly IoSegment[] _segments = new IoSegment[1024];
     private readonly UsedBuffer[] _used = new UsedBuffer[Batch];
+
+    // LinkFeatures.InOrder: frames are one descriptor each, in ring order, returned by one
+    // used element per batch (docs/link-protocol.md). Popped frames wait here.
+    private readonly bool _inOrder;
+    private readonly ushort[] _heads = new ushort[Batch];
+    private readonly IoSegment[] _frames = new IoSegment[Batch];
     private readonly GuestMemory<NtbMemoryAccessor> _rxMemory;
     private int _next;
     private int _count;
@@ -72,7 +78,10 @@ internal sealed class LinkQueuePair : INetPort
         _txMemory = txMemory;
         _rxMemory = rxMemory;
         var q = layout[pair];
-        var features = VirtioFeatures.Version1 | ((agreed.Features & LinkFeatures.EventIdx) != 0 ? VirtioFeatures.RingEventIdx : 0);
+        _inOrder = (agreed.Features & LinkFeatures.InOrder) != 0;
+        var features = VirtioFeatures.Version1
+            | ((agreed.Features & LinkFeatures.EventIdx) != 0 ? VirtioFeatures.RingEventIdx : 0)
+            | (_inOrder ? VirtioFeatures.InOrder : 0);
 
         // Same offsets in both windows, so both rings have one state: for what we send the
         // peer's window is at link address 0 (the receiver's memory) and ours at SenderBase;
@@ -228,14 +237,15 @@ internal sealed class LinkQueuePair : INetPort
 
         if (remaining != 0)
         {
-            _buffers.Release(slot);
+            _buffers.Unallocate(slot);
             Dropped($"a frame said to be {length} bytes came in {length - remaining}");
             return ReceiveResult.Dropped;
         }
 
-        if (!Tx.TryAddReadable(new GuestBuffer(_txBufferBase + offset, (uint)length), (ulong)slot))
+        var buffer = new GuestBuffer(_txBufferBase + offset, (uint)length);
+        if (!(_inOrder ? Tx.TryAddInOrder(buffer) : Tx.TryAddReadable(buffer, (ulong)slot)))
         {
-            _buffers.Release(slot);
+            _buffers.Unallocate(slot);
             return ReceiveResult.NoBuffers;
         }
 
@@ -321,6 +331,19 @@ internal sealed class LinkQueuePair : INetPort
     /// <summary>Returns reclaimed buffers; a peer returning something we never sent breaks the ring.</summary>
     public int Reclaim()
     {
+        if (_inOrder)
+        {
+            // Descriptors and buffer slots are both handed out in ring order from 0, so the
+            // n buffers done are the n oldest slots.
+            int done = Tx.ReapInOrder();
+            if (done > 0)
+            {
+                _buffers.ReleaseOldest(done);
+            }
+
+            return done;
+        }
+
         int total = 0;
         int n;
         while ((n = Tx.Reap(_used)) > 0)
@@ -354,7 +377,7 @@ internal sealed class LinkQueuePair : INetPort
                 if (_next == _count)
                 {
                     _next = 0;
-                    _count = ring.PopAvail(_chains, _segments);
+                    _count = _inOrder ? ring.PopSingleReadable(_heads, _frames) : ring.PopAvail(_chains, _segments);
                     if (_count == 0)
                     {
                         break;
@@ -363,7 +386,15 @@ internal sealed class LinkQueuePair : INetPort
                     _dry = false;
                 }
 
-                for (; _next < _count; _next++)
+                if (_inOrder)
+                {
+                    if (!DeliverInOrder(ring))
+                    {
+                        return;
+                    }
+                }
+
+                for (; !_inOrder && _next < _count; _next++)
                 {
                     ref readonly var chain = ref _chains[_next];
                     if (chain.WritableSegments != 0 || chain.ReadableBytes < VirtioNetHeader.Size + 14 || chain.ReadableBytes > (uint)MaxFrame)
@@ -418,6 +449,57 @@ internal sealed class LinkQueuePair : INetPort
                 return;
             }
         }
+    }
+
+    /// <summary>Hands the popped frames to the backend and returns them with one used
+    /// element naming the last (in order, it returns every one before it); false when the
+    /// ring broke.</summary>
+    private bool DeliverInOrder(SplitQueueDevice<NtbMemoryAccessor> ring)
+    {
+        int delivered = 0;
+        ushort last = 0;
+        long frames = 0;
+        long bytes = 0;
+        for (; _next < _count; _next++)
+        {
+            ref readonly var frame = ref _frames[_next];
+            uint length = frame.Length;
+            if (length < VirtioNetHeader.Size + 14 || length > (uint)MaxFrame)
+            {
+                ring.Break(QueueError.WrongDirection, $"frame {_heads[_next]}: {length} bytes (the link carries {VirtioNetHeader.Size + 14}..{MaxFrame})");
+                return false;
+            }
+
+            var result = _backend.Send(PairIndex, new ReadOnlySpan<IoSegment>(in frame), (int)length);
+            if (result == SendResult.Full)
+            {
+                _backendFull = true;
+                _stats.RxStalls++;
+                break;
+            }
+
+            if (result == SendResult.Sent)
+            {
+                frames++;
+                bytes += length - VirtioNetHeader.Size;
+            }
+            else
+            {
+                _stats.RxDropped++;
+            }
+
+            last = _heads[_next];
+            delivered++;
+        }
+
+        _stats.RxFrames += frames;
+        _stats.RxBytes += bytes;
+        if (delivered > 0)
+        {
+            ring.PushUsed(last, 0);
+        }
+
+        return true;
     }
 
     /// <summary>

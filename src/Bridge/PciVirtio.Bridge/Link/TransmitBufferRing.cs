@@ -21,6 +21,7 @@ internal sealed class TransmitBufferRing
     private readonly bool[] _done;
     private readonly int _slotMask;
     private ulong _head; // where the next frame goes
+    private ulong _headBefore; // _head before the last allocation (Unallocate)
     private ulong _tail; // where the oldest frame out starts (0 when none is out)
     private int _first;
     private int _count;
@@ -71,6 +72,7 @@ internal sealed class TransmitBufferRing
         }
 
         offset = at;
+        _headBefore = _head;
         _head = at + need;
 
         slot = (_first + _count) & _slotMask;
@@ -99,6 +101,33 @@ internal sealed class TransmitBufferRing
         _tail = _count == 0 ? 0 : _starts[_first];
 
         return true;
+    }
+
+    /// <summary>Takes back the last allocation, <paramref name="slot"/>, whose frame never
+    /// went out: the next frame gets its slot and its bytes, so slots stay in the order the
+    /// frames are sent (a ring in order relies on it).</summary>
+    public void Unallocate(int slot)
+    {
+        if (_count == 0 || slot != ((_first + _count - 1) & _slotMask))
+        {
+            throw new InvalidOperationException($"slot {slot} is not the last one allocated");
+        }
+
+        _count--;
+        _head = _headBefore;
+        if (_count == 0)
+        {
+            _tail = 0;
+        }
+    }
+
+    /// <summary>The receiver is done with the <paramref name="count"/> oldest frames (a ring
+    /// in order returns them so); the caller has checked that as many are out.</summary>
+    public void ReleaseOldest(int count)
+    {
+        _first = (_first + count) & _slotMask;
+        _count -= count;
+        _tail = _count == 0 ? 0 : _starts[_first];
     }
 
     /// <summary>Forgets every frame (the link went down: nothing is coming back).</summary>
