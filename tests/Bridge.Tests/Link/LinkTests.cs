@@ -83,6 +83,29 @@ public sealed class LinkTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Big_frames_are_published_a_quarter_of_the_buffer_area_at_a_time_without_waiting_for_the_flush()
+    {
+        // 1 MiB of receive buffers (the default offer): four 64 KiB frames are a quarter.
+        using var pair = new LinkPair();
+        pair.Start();
+        Assert.True(pair.WaitUntilUp(UpTimeout));
+        var frames = Enumerable.Range(0, 5).Select(i => LinkPair.Frame(i, 65535)).ToList();
+        Assert.Equal(frames.Count, pair.A.OnLoop(() => frames.Count(f => pair.A.Endpoint.Send(0, f) == VhostCore.Net.ReceiveResult.Delivered)));
+
+        // No Flush yet: the first four are on the ring (and the receiver was kicked), the fifth not.
+        Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == 4, UpTimeout), $"{pair.B.ReceivedCount}");
+        Thread.Sleep(100);
+        Assert.Equal(4, pair.B.ReceivedCount);
+        pair.A.OnLoop(() =>
+        {
+            pair.A.Endpoint.Flush(0);
+            return 0;
+        });
+        Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == 5, UpTimeout), $"{pair.B.ReceivedCount}");
+        Assert.Equal(frames, pair.B.Received);
+    }
+
+    [Fact]
     public void A_sender_that_breaks_ring_order_takes_the_link_down_with_the_reason_and_it_comes_back()
     {
         using var pair = new LinkPair();

@@ -35,6 +35,8 @@ internal sealed class LinkQueuePair : INetPort
     private readonly bool _inOrder;
     private readonly ushort[] _heads = new ushort[Batch];
     private readonly IoSegment[] _frames = new IoSegment[Batch];
+    private readonly ulong _publishEvery;
+    private ulong _unpublished; // bytes sent since the last publish
     private readonly GuestMemory<NtbMemoryAccessor> _rxMemory;
     private int _next;
     private int _count;
@@ -92,6 +94,7 @@ internal sealed class LinkQueuePair : INetPort
         };
         _txBufferBase = q.RxBuffers;
         _buffers = new TransmitBufferRing(q.RxBufferBytes, agreed.QueueSize);
+        _publishEvery = Math.Max(1, q.RxBufferBytes / 4);
         MaxFrame = (int)Math.Min((ulong)(VirtioNetHeader.Size + agreed.Mtu + 18), q.RxBufferBytes / 2);
         Tx = new SplitQueueDriver<NtbMemoryAccessor>($"{hardware.Name}/tx{pair}", logger);
         Rx = new SplitQueueDevice<NtbMemoryAccessor>($"{hardware.Name}/rx{pair}", ChainErrorPolicy.BreakQueue, logger);
@@ -252,6 +255,17 @@ internal sealed class LinkQueuePair : INetPort
         _published = false;
         _stats.TxFrames++;
         _stats.TxBytes += length - VirtioNetHeader.Size;
+
+        // Big frames: the caller's batch can take longer to copy than the receiver lingers
+        // on a dry ring (15 frames of 64 KiB fill the area); what is written is published
+        // once a quarter of the area is, so the receiver has work before it goes back to
+        // sleep and has to be kicked.
+        _unpublished += (ulong)length;
+        if (_unpublished >= _publishEvery)
+        {
+            Flush();
+        }
+
         return ReceiveResult.Delivered;
     }
 
@@ -285,6 +299,7 @@ internal sealed class LinkQueuePair : INetPort
         }
 
         _published = true;
+        _unpublished = 0;
         Tx.Publish();
         if (Tx.NeedsKick())
         {
