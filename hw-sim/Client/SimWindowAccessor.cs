@@ -59,6 +59,14 @@ public readonly struct SimWindowAccessor : IMemoryAccessor
         }
     }
 
+    public void StoreU64Pair(nint address, ulong first, ulong second)
+    {
+        if (BeginWrite(16))
+        {
+            _io.StoreU64Pair(address, first, second);
+        }
+    }
+
     public void StoreReleaseU16(nint address, ushort value)
     {
         FullBarrier();

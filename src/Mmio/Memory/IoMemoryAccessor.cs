@@ -99,6 +99,23 @@ public readonly struct IoMemoryAccessor(AccessCounters? counters) : IMemoryAcces
         }
     }
 
+    /// <summary>One aligned 16-byte vector store when the address is 16-byte aligned (a
+    /// descriptor is), counted as one transaction; otherwise two <see cref="StoreU64"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public unsafe void StoreU64Pair(nint address, ulong first, ulong second)
+    {
+        if ((address & 15) == 0 && Vector128.IsHardwareAccelerated)
+        {
+            Counters?.Write(address, 16);
+            Vector128.Create(Le(first), Le(second)).StoreAligned((ulong*)address);
+        }
+        else
+        {
+            StoreU64(address, first);
+            StoreU64(address + 8, second);
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void StoreReleaseU16(nint address, ushort value)
     {

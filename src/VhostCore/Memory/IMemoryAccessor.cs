@@ -32,6 +32,13 @@ public interface IMemoryAccessor
 
     void StoreU64(nint address, ulong value);
 
+    /// <summary>Stores <paramref name="first"/> at <paramref name="address"/> and
+    /// <paramref name="second"/> after it: a descriptor in one call. Where the memory allows,
+    /// one 16-byte store (across a PCIe bridge, one posted write rather than two). The two
+    /// halves may become visible in either order, so what this writes must be published
+    /// afterwards by a release store.</summary>
+    void StoreU64Pair(nint address, ulong first, ulong second);
+
     /// <summary>Store with release semantics: used to publish a ring index after the
     /// entries and payload it covers.</summary>
     void StoreReleaseU16(nint address, ushort value);

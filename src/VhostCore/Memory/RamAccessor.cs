@@ -61,6 +61,13 @@ public readonly struct RamAccessor : IMemoryAccessor
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public unsafe void StoreU64Pair(nint address, ulong first, ulong second)
+    {
+        StoreU64(address, first);
+        StoreU64(address + 8, second);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public unsafe void StoreReleaseU16(nint address, ushort value)
     {
         Volatile.Write(ref Unsafe.AsRef<ushort>((void*)address), BitConverter.IsLittleEndian ? value : BinaryPrimitives.ReverseEndianness(value));

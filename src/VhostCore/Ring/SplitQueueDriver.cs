@@ -563,9 +563,6 @@ public sealed class SplitQueueDriver<TAccess> : QueueEndpoint
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void WriteDesc(TAccess access, nint at, ulong addr, uint len, VirtqDescFlags flags, ushort next)
-    {
-        access.StoreU64(at, addr);
-        access.StoreU64(at + 8, len | ((ulong)(ushort)flags << 32) | ((ulong)next << 48));
-    }
+    private static void WriteDesc(TAccess access, nint at, ulong addr, uint len, VirtqDescFlags flags, ushort next) =>
+        access.StoreU64Pair(at, addr, len | ((ulong)(ushort)flags << 32) | ((ulong)next << 48));
 }

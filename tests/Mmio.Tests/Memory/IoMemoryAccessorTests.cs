@@ -130,6 +130,24 @@ public class IoMemoryAccessorTests
     }
 
     [Fact]
+    public void A_descriptor_is_one_16_byte_store_when_aligned_and_two_8_byte_stores_when_not()
+    {
+        using var bar = PciBarMemory.CreateStandIn("pair", 4096, countAccesses: true);
+        var back = new byte[16];
+        foreach (int offset in new[] { 0, 16, 8, 24, 4 })
+        {
+            bar.Counters!.Reset();
+            bar.Accessor.StoreU64Pair(bar.Mapping.Address + offset, 0x1122_3344_5566_7788, 0x99AA_BBCC_DDEE_FF00);
+            bool one = offset % 16 == 0 && System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated;
+            Assert.Equal(16, bar.Counters.WrittenBytes);
+            Assert.Equal(one ? 1 : offset % 8 == 0 ? 2 : 4, bar.Counters.Writes);
+            bar.Accessor.CopyFrom(bar.Mapping.Address + offset, back);
+            Assert.Equal(0x1122_3344_5566_7788UL, System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(back));
+            Assert.Equal(0x99AA_BBCC_DDEE_FF00UL, System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(back.AsSpan(8)));
+        }
+    }
+
+    [Fact]
     public void Every_store_of_a_copy_is_counted_once_at_every_alignment_and_length()
     {
         using var bar = PciBarMemory.CreateStandIn("store-count", 8192, countAccesses: true);

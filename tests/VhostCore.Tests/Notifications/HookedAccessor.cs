@@ -190,6 +190,12 @@ internal readonly struct HookedAccessor(int side) : IMemoryAccessor
         Write(address, b);
     }
 
+    public void StoreU64Pair(nint address, ulong first, ulong second)
+    {
+        StoreU64(address, first);
+        StoreU64(address + 8, second);
+    }
+
     public void StoreU64(nint address, ulong value)
     {
         Step();

@@ -66,6 +66,12 @@ internal readonly struct CheckedAccessor<TInner>(nint start, ulong length, TInne
         _inner.StoreU64(address, value);
     }
 
+    public void StoreU64Pair(nint address, ulong first, ulong second)
+    {
+        Check(address, 16);
+        _inner.StoreU64Pair(address, first, second);
+    }
+
     public void StoreReleaseU16(nint address, ushort value)
     {
         Check(address, 2);

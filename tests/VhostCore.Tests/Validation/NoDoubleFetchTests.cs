@@ -82,6 +82,8 @@ public readonly struct SpyAccessor(DescriptorReadSpy spy) : IMemoryAccessor
 
     public void StoreU64(nint address, ulong value) => Ram.StoreU64(address, value);
 
+    public void StoreU64Pair(nint address, ulong first, ulong second) => Ram.StoreU64Pair(address, first, second);
+
     public void StoreReleaseU16(nint address, ushort value) => Ram.StoreReleaseU16(address, value);
 
     public void FullBarrier() => Ram.FullBarrier();

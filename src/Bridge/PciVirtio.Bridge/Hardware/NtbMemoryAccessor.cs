@@ -117,6 +117,16 @@ public readonly struct NtbMemoryAccessor : IMemoryAccessor
         }
     }
 
+    public void StoreU64Pair(nint address, ulong first, ulong second)
+    {
+        switch (PathOf(address))
+        {
+            case AccessPath.Ram: default(RamAccessor).StoreU64Pair(address, first, second); break;
+            case AccessPath.Io: _io.StoreU64Pair(address, first, second); break;
+            default: _window.StoreU64Pair(address, first, second); break;
+        }
+    }
+
     public void StoreReleaseU16(nint address, ushort value)
     {
         switch (PathOf(address))
