@@ -126,6 +126,7 @@ internal sealed class LinkQueuePair : INetPort
         _next = _count = 0;
         _backendFull = _senderWaiting = false;
         _published = true;
+        _unpublished = 0;
         _dry = false;
         if (!Tx.Start(_state, _txMemory) || !Rx.Start(_state, _rxMemory))
         {
