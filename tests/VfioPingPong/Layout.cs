@@ -32,9 +32,17 @@ internal static class Layout
     public const ulong HeaderReceived = 24;
     public const ulong HeaderBytesReceived = 32;
 
+    /// <summary>Doorbells the responder has counted on its parked eventfd (the masking step).</summary>
+    public const ulong HeaderParked = 40;
+
     public const uint StateNone = 0;
     public const uint StateReady = 1;
     public const uint StateDone = 2;
+
+    // The masking step after the messages (PingPong.MaskStep): the responder parked its
+    // vector 0 (and counts rings in HeaderParked), then routed it back.
+    public const uint StateParked = 3;
+    public const uint StateRouted = 4;
 
     // Inbox fields.
     public const ulong InboxSequence = 0;

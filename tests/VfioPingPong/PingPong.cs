@@ -23,7 +23,11 @@ namespace PciVirtio.Tests.VfioPingPong;
 /// sequence) and rings the responder's vector 0; the responder waits for its vector-0 eventfd,
 /// checks the sequence and every byte, writes the reply into the initiator's inbox and rings the
 /// initiator's vector 0; the initiator checks every byte of the reply. Vector 1 carries the final
-/// "done" (initiator → responder) and its acknowledgement (responder → initiator). Every BAR2
+/// "done" (initiator → responder) and its acknowledgement (responder → initiator). Before
+/// "done", the masking step (<see cref="MaskStep"/>): the responder routes its vector 0 to a
+/// parked eventfd, the initiator rings it three times (one at a time, each counted by the
+/// responder before the next), the responder finds all three on the
+/// parked eventfd and none on the vector's own, routes it back, and takes one more. Every BAR2
 /// access goes through <see cref="IoMemoryAccessor"/> with an <see cref="AccessCounters"/> on
 /// the BAR2 window; every wait is bounded, and a timeout is a failure.
 /// </para>
@@ -31,6 +35,9 @@ namespace PciVirtio.Tests.VfioPingPong;
 internal sealed class PingPong : IDisposable
 {
     private const int ProgressEvery = 50;
+
+    /// <summary>Doorbells the initiator rings while the responder's vector 0 is parked.</summary>
+    public const int ParkedRings = 3;
 
     /// <summary>How long a published sequence number may lag behind its interrupt.</summary>
     private const int SequenceLagLimitMs = 2_000;
@@ -54,6 +61,7 @@ internal sealed class PingPong : IDisposable
     private long _bytesSent;
     private long _bytesReceived;
     private long _lateSequencePolls;
+    private long _parkedInterrupts;
 
     private PingPong(VfioPciDevice vfio, Options options, Action<string> log)
     {
@@ -107,7 +115,7 @@ internal sealed class PingPong : IDisposable
         return string.Create(CultureInfo.InvariantCulture,
             $"role={Role} id={Id} peer={PeerId} messages={messages} bytes={_bytesSent + _bytesReceived} " +
             $"bytes-sent={_bytesSent} bytes-received={_bytesReceived} " +
-            $"interrupts={_interrupts[0] + _interrupts[1]} vector0-interrupts={_interrupts[0]} vector1-interrupts={_interrupts[1]} " +
+            $"interrupts={_interrupts[0] + _interrupts[1]} vector0-interrupts={_interrupts[0]} vector1-interrupts={_interrupts[1]} parked-interrupts={_parkedInterrupts} " +
             $"doorbells={_doorbells[0].Notifications + _doorbells[1].Notifications} " +
             $"bar2-reads={_counters.Reads} bar2-writes={_counters.Writes} bar2-read-bytes={_counters.ReadBytes} " +
             $"bar2-written-bytes={_counters.WrittenBytes} barriers={_counters.Barriers} late-sequence-polls={_lateSequencePolls} " +
@@ -281,6 +289,20 @@ internal sealed class PingPong : IDisposable
             Progress(seq, length, reply.Length, clock);
         }
 
+        // The masking step: rings while the responder's vector 0 is parked, then once after.
+        // One ring at a time, each counted by the responder before the next: QEMU reads a
+        // doorbell's eventfd once for any number of writes, so rings in a row may become one.
+        WaitForPeerState(Layout.StateParked, "its vector 0 parked");
+        for (uint i = 1; i <= ParkedRings; i++)
+        {
+            _doorbells[0].Notify();
+            WaitForPeerField(Layout.HeaderParked, i, $"doorbell {i} counted on its parked eventfd");
+        }
+
+        WaitForPeerState(Layout.StateRouted, "its vector 0 routed back");
+        _doorbells[0].Notify();
+        _log($"rang peer {PeerId} vector 0 {ParkedRings} times while parked and once after");
+
         // Done: vector 1 to the responder, which acknowledges on our vector 1.
         SetState(Layout.StateDone);
         _doorbells[1].Notify();
@@ -316,11 +338,106 @@ internal sealed class PingPong : IDisposable
             Progress(seq, request.Length, reply.Length, clock);
         }
 
+        MaskStep();
         WaitForInterrupt(1, "the initiator's done");
         CheckPeerFinished();
         SetState(Layout.StateDone);
         _doorbells[1].Notify();
         _log($"peer {PeerId} said done on vector 1; acknowledged on its vector 1");
+    }
+
+    /// <summary>
+    /// Masking a vector on vfio-pci, as the link's ivshmem hardware does it
+    /// (IvshmemVfioHardware.MaskDoorbell): vfio-pci cannot mask one MSI-X vector, so the
+    /// vector is routed to an eventfd nobody waits on (VFIO_DEVICE_SET_IRQS on that vector
+    /// alone, MSI-X staying enabled), and routed back to unmask. Proven here on the real
+    /// driver: every doorbell rung while parked lands on the parked eventfd and none on the
+    /// vector's own, and the first after routing back on the vector's own again.
+    /// </summary>
+    private void MaskStep()
+    {
+        using var parked = new EventFd();
+        using var parkedWaiter = new SignalWaiter(parked);
+        _vfio.Device.SetIrqEventFds(VfioIrqIndex.MsiX, 0, [parked]);
+        StoreHeader(Layout.HeaderParked, 0);
+        SetState(Layout.StateParked);
+
+        // The initiator rings once per count published here; the writes are posted, so wait
+        // (bounded) for each on the parked eventfd, and check the vector's own stays quiet.
+        long deadline = Environment.TickCount64 + _options.MessageTimeoutMs;
+        while (_parkedInterrupts < ParkedRings)
+        {
+            long left = deadline - Environment.TickCount64;
+            if (left <= 0)
+            {
+                throw PingPongException.Format($"timeout: {_parkedInterrupts} of {ParkedRings} doorbells rung while vector 0 was parked arrived on the parked eventfd");
+            }
+
+            if (parkedWaiter.Wait((int)Math.Min(left, 100)) == SignalWaitResult.Signalled)
+            {
+                _parkedInterrupts += (long)parked.Consume();
+                StoreHeader(Layout.HeaderParked, (ulong)_parkedInterrupts);
+            }
+
+            if (_waiters[0].Wait(0) == SignalWaitResult.Signalled)
+            {
+                throw PingPongException.Format($"vector 0's own eventfd fired ({_vectors[0].Consume()}) while the vector was routed to the parked one");
+            }
+        }
+
+        _vfio.Device.SetIrqEventFds(VfioIrqIndex.MsiX, 0, [_vectors[0]]);
+        SetState(Layout.StateRouted);
+        WaitForInterrupt(0, "the doorbell rung after vector 0 was routed back");
+        if (parkedWaiter.Wait(0) == SignalWaitResult.Signalled)
+        {
+            _parkedInterrupts += (long)parked.Consume();
+        }
+
+        if (_parkedInterrupts != ParkedRings)
+        {
+            throw PingPongException.Format($"the parked eventfd counted {_parkedInterrupts} interrupts, {ParkedRings} doorbells were rung while parked");
+        }
+
+        _log($"vector 0 parked: {_parkedInterrupts} doorbells landed on the parked eventfd, none on its own; routed back: the next one arrived on its own");
+    }
+
+    /// <summary>Polls (bounded) until the peer's header state is <paramref name="state"/>.</summary>
+    private void WaitForPeerState(uint state, string what)
+    {
+        nint field = Address(Layout.Header(PeerId)) + (nint)Layout.HeaderState;
+        long deadline = Environment.TickCount64 + _options.MessageTimeoutMs;
+        while (_shared.LoadU32(field) != state)
+        {
+            if (Environment.TickCount64 > deadline)
+            {
+                throw PingPongException.Format($"timeout: peer {PeerId} did not report {what} (state {state}) within {_options.MessageTimeoutMs} ms; its state is {_shared.LoadU32(field)}");
+            }
+
+            Thread.Sleep(1);
+        }
+    }
+
+    /// <summary>Polls (bounded) until the 64-bit field at <paramref name="offset"/> of the
+    /// peer's header holds <paramref name="value"/>.</summary>
+    private void WaitForPeerField(ulong offset, ulong value, string what)
+    {
+        nint field = Address(Layout.Header(PeerId)) + (nint)offset;
+        long deadline = Environment.TickCount64 + _options.MessageTimeoutMs;
+        while (_shared.LoadU64(field) != value)
+        {
+            if (Environment.TickCount64 > deadline)
+            {
+                throw PingPongException.Format($"timeout: peer {PeerId} did not report {what} within {_options.MessageTimeoutMs} ms; it reports {_shared.LoadU64(field)}");
+            }
+
+            Thread.Sleep(1);
+        }
+    }
+
+    private void StoreHeader(ulong offset, ulong value)
+    {
+        _shared.FullBarrier();
+        _shared.StoreU64(Address(Layout.Header(Id)) + (nint)offset, value);
     }
 
     /// <summary>Writes <paramref name="payload"/> into the peer's inbox and rings it: payload,
@@ -415,8 +532,8 @@ internal sealed class PingPong : IDisposable
         }
     }
 
-    /// <summary>Exactly one vector-0 interrupt per message and one vector-1 interrupt, none
-    /// left pending.</summary>
+    /// <summary>Exactly one vector-0 interrupt per message (and the responder's one after its
+    /// masking step) and one vector-1 interrupt, none left pending.</summary>
     private void CheckNoStrayInterrupts()
     {
         for (int v = 0; v < 2; v++)
@@ -427,10 +544,12 @@ internal sealed class PingPong : IDisposable
             }
         }
 
-        if (_interrupts[0] != _options.Messages || _interrupts[1] != 1)
+        // The responder also takes the doorbell rung after its vector 0 was routed back.
+        long vector0 = _options.Messages + (IsInitiator ? 0 : 1);
+        if (_interrupts[0] != vector0 || _interrupts[1] != 1)
         {
             throw PingPongException.Format(
-                $"interrupt count: vector 0 fired {_interrupts[0]} times (expected {_options.Messages}), vector 1 {_interrupts[1]} (expected 1)");
+                $"interrupt count: vector 0 fired {_interrupts[0]} times (expected {vector0}), vector 1 {_interrupts[1]} (expected 1)");
         }
     }
 
