@@ -147,6 +147,47 @@ public sealed class MemoryTable
         return TranslatePiece(guestAddr, length, out host) == length;
     }
 
+    /// <summary>
+    /// <see cref="TryTranslate(ulong, ulong, out nint)"/> that looks first in region
+    /// <paramref name="hint"/> and leaves there the region it found. A queue's buffers mostly
+    /// come from one region, so a hint its owner keeps (any value is safe: it is only a place
+    /// to look first, checked like any other) spares the search on the data path.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryTranslate(ulong guestAddr, ulong length, ref int hint, out nint host)
+    {
+        var regions = _regions;
+        if ((uint)hint < (uint)regions.Length)
+        {
+            ref readonly var r = ref regions[hint];
+            ulong offset = guestAddr - r.GuestPhysAddr;
+            if (offset < r.Size && length - 1 < r.Size - offset)
+            {
+                // length - 1 wraps for 0, which is then refused as TryTranslate refuses it.
+                host = r.HostAddr + (nint)offset;
+                return true;
+            }
+        }
+
+        return TryTranslateSearch(guestAddr, length, ref hint, out host);
+    }
+
+    private bool TryTranslateSearch(ulong guestAddr, ulong length, ref int hint, out nint host)
+    {
+        int i = Find(guestAddr);
+        if (i < 0 || length == 0)
+        {
+            host = 0;
+            return false;
+        }
+
+        hint = i;
+        ref readonly var r = ref _regions[i];
+        ulong offset = guestAddr - r.GuestPhysAddr;
+        host = r.HostAddr + (nint)offset;
+        return length <= r.Size - offset;
+    }
+
     /// <summary>Converts a frontend virtual address range (SET_VRING_ADDR) that lies in one
     /// region to its guest-physical address.</summary>
     public bool TryUserToGuest(ulong userAddr, ulong length, out ulong guestAddr)

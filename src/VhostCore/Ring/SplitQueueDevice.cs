@@ -33,6 +33,7 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
     private RingPointers _ring;
     private int _size;
     private int _mask;
+    private int _regionHint; // the memory region the last buffer was in (MemoryTable.TryTranslate)
     private bool _eventIdx;
     private bool _indirect;
     private bool _inOrder;
@@ -263,6 +264,7 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
         nint desc = _ring.Desc;
         int mask = _mask;
         ushort next = _nextAvail;
+        int hint = _regionHint;
         for (int i = 0; i < count; i++, next++)
         {
             int head = access.LoadU16(entries + (2 * (next & mask)));
@@ -282,7 +284,7 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
             nint host = 0;
             QueueError error = flags != VirtqDescFlags.None
                 ? (flags == VirtqDescFlags.Write ? QueueError.WrongDirection : QueueError.NotSingleDescriptor)
-                : len != 0 && !table.TryTranslate(addr, len, out host) ? QueueError.BufferOutOfMemory : QueueError.None;
+                : len != 0 && !table.TryTranslate(addr, len, ref hint, out host) ? QueueError.BufferOutOfMemory : QueueError.None;
             if (error != QueueError.None)
             {
                 Break(error, $"descriptor chain {head}: {new ChainFault(error, head, addr, len, false).Describe(_size)}");
@@ -293,6 +295,7 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
             buffers[i] = new IoSegment(host, len, addr);
         }
 
+        _regionHint = hint;
         _nextAvail = next;
         ChainsPopped += count;
         return count;

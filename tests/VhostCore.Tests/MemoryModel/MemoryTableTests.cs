@@ -240,6 +240,86 @@ public class MemoryTableTests
         Assert.Equal(a.HostAddr + 0xff0, host);
     }
 
+    /// <summary>
+    /// The hinted lookup (the data path's: a queue keeps the region its last buffer was in)
+    /// answers exactly as the plain one for every address at and around every region edge and
+    /// gap, whatever the hint says, wrong, stale or out of range, and leaves the hint naming
+    /// the region it found.
+    /// </summary>
+    [Fact]
+    public void TryTranslate_with_any_hint_answers_as_without_one_and_leaves_the_found_region()
+    {
+        var a = R(0x10000, Page);
+        var b = R(0x11000, Page, host: HostBase + 0x100_0000);
+        var c = R(0x13000, Page);
+        var top = R(ulong.MaxValue - 0xfff, Page, user: 0x10_0000, host: HostBase + 0x200_0000);
+        var table = MemoryTable.Create(c, top, a, b);
+        var sorted = table.Regions.ToArray();
+
+        var addresses = new List<ulong> { 0, 0x0ffff };
+        foreach (var r in sorted)
+        {
+            foreach (ulong at in new[] { r.GuestPhysAddr - 1, r.GuestPhysAddr, r.GuestPhysAddr + 1, r.GuestPhysAddr + (r.Size / 2), r.GuestLast - 1, r.GuestLast, r.GuestLast + 1 })
+            {
+                addresses.Add(at);
+            }
+        }
+
+        ulong[] lengths = [0, 1, 2, 0x10, Page - 1, Page, Page + 1, ulong.MaxValue];
+        int[] hints = [int.MinValue, -1, 0, 1, 2, 3, 4, 5, int.MaxValue];
+        int checkedCases = 0;
+        foreach (ulong at in addresses)
+        {
+            foreach (ulong length in lengths)
+            {
+                bool expected = table.TryTranslate(at, length, out nint expectedHost);
+                foreach (int start in hints)
+                {
+                    int hint = start;
+                    bool actual = table.TryTranslate(at, length, ref hint, out nint host);
+                    Assert.True(expected == actual, $"0x{at:x}+{length} with hint {start}: {actual}, expected {expected}");
+                    if (expected)
+                    {
+                        Assert.Equal(expectedHost, host);
+                        Assert.True(at - sorted[hint].GuestPhysAddr < sorted[hint].Size, $"hint {hint} after 0x{at:x}");
+                    }
+
+                    checkedCases++;
+                }
+            }
+        }
+
+        Assert.True(checkedCases > 1000);
+    }
+
+    [Fact]
+    public void A_hint_is_kept_while_buffers_stay_in_its_region_and_moves_when_they_do_not()
+    {
+        var a = R(0x10000, Page);
+        var b = R(0x20000, Page, host: HostBase + 0x100_0000);
+        var table = MemoryTable.Create(a, b);
+
+        int hint = -1;
+        Assert.True(table.TryTranslate(0x20010, 0x20, ref hint, out nint host));
+        Assert.Equal(1, hint);
+        Assert.Equal(b.HostAddr + 0x10, host);
+        Assert.True(table.TryTranslate(0x20800, 0x800, ref hint, out host));
+        Assert.Equal(1, hint);
+        Assert.Equal(b.HostAddr + 0x800, host);
+
+        // Right region, but the range runs past its end: refused, and the hint stays.
+        Assert.False(table.TryTranslate(0x20ff0, 0x11, ref hint, out _));
+        Assert.Equal(1, hint);
+
+        Assert.True(table.TryTranslate(0x10000, 1, ref hint, out host));
+        Assert.Equal(0, hint);
+        Assert.Equal(a.HostAddr, host);
+
+        // In no region: refused, and the hint stays where it was.
+        Assert.False(table.TryTranslate(0x18000, 1, ref hint, out _));
+        Assert.Equal(0, hint);
+    }
+
     [Fact]
     public void TryUserToGuest_maps_frontend_virtual_addresses_of_one_region()
     {
