@@ -222,6 +222,18 @@ internal sealed class LinkQueuePair : INetPort
         var access = _txMemory.Access;
         nint at = _txBufferHost + (nint)offset;
         int remaining = length;
+        if (frame.Length == 1 && frame[0].Length >= (uint)length)
+        {
+            // The usual case (the packet API, a TAP's bounce buffer): one segment.
+            unsafe
+            {
+                access.CopyTo(at, new ReadOnlySpan<byte>((void*)frame[0].Host, length));
+            }
+
+            remaining = 0;
+            frame = default;
+        }
+
         foreach (ref readonly var s in frame)
         {
             if (remaining == 0)

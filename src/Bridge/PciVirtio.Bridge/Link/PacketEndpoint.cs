@@ -14,7 +14,6 @@ public sealed class PacketEndpoint : INetBackend
 {
     private readonly INetPort?[] _ports = new INetPort?[LinkParameters.MaxQueuePairs];
     private readonly byte[] _staging = new byte[VirtioNetHeader.MaxFrame]; // a received frame in several segments, gathered
-    private readonly IoSegment[] _segment = new IoSegment[1];
     private readonly bool[] _dirty = new bool[LinkParameters.MaxQueuePairs];
 
     /// <summary>Called with each frame the peer sent; return false to refuse it for now
@@ -51,9 +50,8 @@ public sealed class PacketEndpoint : INetBackend
         {
             fixed (byte* bytes = frame)
             {
-                _segment[0] = new IoSegment((nint)bytes, (uint)frame.Length, 0);
-                result = port.Receive(_segment, frame.Length);
-                _segment[0] = default;
+                var segment = new IoSegment((nint)bytes, (uint)frame.Length, 0);
+                result = port.Receive(new ReadOnlySpan<IoSegment>(in segment), frame.Length);
             }
         }
 
