@@ -172,6 +172,38 @@ public sealed class MemoryTable
         return TryTranslateSearch(guestAddr, length, ref hint, out host);
     }
 
+    /// <summary><see cref="TranslatePiece(ulong, ulong, out nint)"/> with a region hint, as
+    /// <see cref="TryTranslate(ulong, ulong, ref int, out nint)"/> has.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong TranslatePiece(ulong guestAddr, ulong length, ref int hint, out nint host)
+    {
+        var regions = _regions;
+        if ((uint)hint < (uint)regions.Length)
+        {
+            ref readonly var r = ref regions[hint];
+            ulong offset = guestAddr - r.GuestPhysAddr;
+            if (offset < r.Size)
+            {
+                host = r.HostAddr + (nint)offset;
+                ulong available = r.Size - offset;
+                return length < available ? length : available;
+            }
+        }
+
+        return TranslatePieceSearch(guestAddr, length, ref hint, out host);
+    }
+
+    private ulong TranslatePieceSearch(ulong guestAddr, ulong length, ref int hint, out nint host)
+    {
+        int i = Find(guestAddr);
+        if (i >= 0)
+        {
+            hint = i;
+        }
+
+        return TranslatePiece(guestAddr, length, out host);
+    }
+
     private bool TryTranslateSearch(ulong guestAddr, ulong length, ref int hint, out nint host)
     {
         int i = Find(guestAddr);

@@ -33,7 +33,7 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
     private RingPointers _ring;
     private int _size;
     private int _mask;
-    private int _regionHint; // the memory region the last buffer was in (MemoryTable.TryTranslate)
+    private int _regionHint; // the memory region the last buffer was in (MemoryTable's hinted lookups)
     private bool _eventIdx;
     private bool _indirect;
     private bool _inOrder;
@@ -619,7 +619,7 @@ public sealed class SplitQueueDevice<TAccess> : QueueEndpoint
                 ulong remaining = len;
                 while (remaining != 0)
                 {
-                    ulong piece = table.TranslatePiece(a, remaining, out nint host);
+                    ulong piece = table.TranslatePiece(a, remaining, ref _regionHint, out nint host);
                     if (piece == 0)
                     {
                         return new ChainFault(QueueError.BufferOutOfMemory, index, addr, len, inIndirect);

@@ -241,13 +241,13 @@ public class MemoryTableTests
     }
 
     /// <summary>
-    /// The hinted lookup (the data path's: a queue keeps the region its last buffer was in)
-    /// answers exactly as the plain one for every address at and around every region edge and
-    /// gap, whatever the hint says, wrong, stale or out of range, and leaves the hint naming
+    /// The hinted lookups (the data path's: a queue keeps the region its last buffer was in)
+    /// answer exactly as the plain ones for every address at and around every region edge and
+    /// gap, whatever the hint says, wrong, stale or out of range, and leave the hint naming
     /// the region it found.
     /// </summary>
     [Fact]
-    public void TryTranslate_with_any_hint_answers_as_without_one_and_leaves_the_found_region()
+    public void Hinted_lookups_with_any_hint_answer_as_without_one_and_leave_the_found_region()
     {
         var a = R(0x10000, Page);
         var b = R(0x11000, Page, host: HostBase + 0x100_0000);
@@ -282,6 +282,16 @@ public class MemoryTableTests
                     {
                         Assert.Equal(expectedHost, host);
                         Assert.True(at - sorted[hint].GuestPhysAddr < sorted[hint].Size, $"hint {hint} after 0x{at:x}");
+                    }
+
+                    hint = start;
+                    ulong expectedPiece = table.TranslatePiece(at, length, out expectedHost);
+                    ulong piece = table.TranslatePiece(at, length, ref hint, out host);
+                    Assert.True(expectedPiece == piece, $"piece of 0x{at:x}+{length} with hint {start}: {piece}, expected {expectedPiece}");
+                    Assert.Equal(expectedHost, host);
+                    if (expectedPiece != 0)
+                    {
+                        Assert.True(at - sorted[hint].GuestPhysAddr < sorted[hint].Size, $"hint {hint} after the piece at 0x{at:x}");
                     }
 
                     checkedCases++;
