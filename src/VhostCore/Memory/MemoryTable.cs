@@ -117,21 +117,8 @@ public sealed class MemoryTable
     /// or 0 when <paramref name="guestAddr"/> lies in no region.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ulong TranslatePiece(ulong guestAddr, ulong length, out nint host)
-    {
-        int i = Find(guestAddr);
-        if (i < 0)
-        {
-            host = 0;
-            return 0;
-        }
-
-        ref readonly var r = ref _regions[i];
-        ulong offset = guestAddr - r.GuestPhysAddr;
-        ulong available = r.Size - offset;
-        host = r.HostAddr + (nint)offset;
-        return length < available ? length : available;
-    }
+    public ulong TranslatePiece(ulong guestAddr, ulong length, out nint host) =>
+        Piece(Find(guestAddr), guestAddr, length, out host);
 
     /// <summary>Translates a range that must lie entirely inside one region (ring areas,
     /// indirect tables). False when any byte is unmapped or the range crosses a region end.</summary>
@@ -148,76 +135,58 @@ public sealed class MemoryTable
     }
 
     /// <summary>
-    /// <see cref="TryTranslate(ulong, ulong, out nint)"/> that looks first in region
+    /// <see cref="TranslatePiece(ulong, ulong, out nint)"/> that looks first in region
     /// <paramref name="hint"/> and leaves there the region it found. A queue's buffers mostly
     /// come from one region, so a hint its owner keeps (any value is safe: it is only a place
     /// to look first, checked like any other) spares the search on the data path.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool TryTranslate(ulong guestAddr, ulong length, ref int hint, out nint host)
-    {
-        var regions = _regions;
-        if ((uint)hint < (uint)regions.Length)
-        {
-            ref readonly var r = ref regions[hint];
-            ulong offset = guestAddr - r.GuestPhysAddr;
-            if (offset < r.Size && length - 1 < r.Size - offset)
-            {
-                // length - 1 wraps for 0, which is then refused as TryTranslate refuses it.
-                host = r.HostAddr + (nint)offset;
-                return true;
-            }
-        }
-
-        return TryTranslateSearch(guestAddr, length, ref hint, out host);
-    }
-
-    /// <summary><see cref="TranslatePiece(ulong, ulong, out nint)"/> with a region hint, as
-    /// <see cref="TryTranslate(ulong, ulong, ref int, out nint)"/> has.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ulong TranslatePiece(ulong guestAddr, ulong length, ref int hint, out nint host)
     {
+        int i = hint;
         var regions = _regions;
-        if ((uint)hint < (uint)regions.Length)
+        if ((uint)i >= (uint)regions.Length || guestAddr - regions[i].GuestPhysAddr >= regions[i].Size)
         {
-            ref readonly var r = ref regions[hint];
-            ulong offset = guestAddr - r.GuestPhysAddr;
-            if (offset < r.Size)
+            i = Find(guestAddr);
+            if (i >= 0)
             {
-                host = r.HostAddr + (nint)offset;
-                ulong available = r.Size - offset;
-                return length < available ? length : available;
+                hint = i;
             }
         }
 
-        return TranslatePieceSearch(guestAddr, length, ref hint, out host);
+        return Piece(i, guestAddr, length, out host);
     }
 
-    private ulong TranslatePieceSearch(ulong guestAddr, ulong length, ref int hint, out nint host)
+    /// <summary><see cref="TryTranslate(ulong, ulong, out nint)"/> with a region hint, as
+    /// <see cref="TranslatePiece(ulong, ulong, ref int, out nint)"/> has.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryTranslate(ulong guestAddr, ulong length, ref int hint, out nint host)
     {
-        int i = Find(guestAddr);
-        if (i >= 0)
-        {
-            hint = i;
-        }
-
-        return TranslatePiece(guestAddr, length, out host);
-    }
-
-    private bool TryTranslateSearch(ulong guestAddr, ulong length, ref int hint, out nint host)
-    {
-        int i = Find(guestAddr);
-        if (i < 0 || length == 0)
+        if (length == 0 || guestAddr + (length - 1) < guestAddr)
         {
             host = 0;
             return false;
         }
 
-        hint = i;
+        return TranslatePiece(guestAddr, length, ref hint, out host) == length;
+    }
+
+    /// <summary>The piece of a range that region <paramref name="i"/> (from <see cref="Find"/>,
+    /// so holding <paramref name="guestAddr"/>, or -1 for none) maps contiguously.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong Piece(int i, ulong guestAddr, ulong length, out nint host)
+    {
+        if (i < 0)
+        {
+            host = 0;
+            return 0;
+        }
+
         ref readonly var r = ref _regions[i];
         ulong offset = guestAddr - r.GuestPhysAddr;
+        ulong available = r.Size - offset;
         host = r.HostAddr + (nint)offset;
-        return length <= r.Size - offset;
+        return length < available ? length : available;
     }
 
     /// <summary>Converts a frontend virtual address range (SET_VRING_ADDR) that lies in one
