@@ -231,24 +231,25 @@ internal sealed class LinkQueuePair : INetPort
             }
 
             remaining = 0;
-            frame = default;
         }
-
-        foreach (ref readonly var s in frame)
+        else
         {
-            if (remaining == 0)
+            foreach (ref readonly var s in frame)
             {
-                break;
-            }
+                if (remaining == 0)
+                {
+                    break;
+                }
 
-            int n = (int)Math.Min(s.Length, (uint)remaining);
-            unsafe
-            {
-                access.CopyTo(at, new ReadOnlySpan<byte>((void*)s.Host, n));
-            }
+                int n = (int)Math.Min(s.Length, (uint)remaining);
+                unsafe
+                {
+                    access.CopyTo(at, new ReadOnlySpan<byte>((void*)s.Host, n));
+                }
 
-            at += n;
-            remaining -= n;
+                at += n;
+                remaining -= n;
+            }
         }
 
         if (remaining != 0)
