@@ -296,7 +296,7 @@ internal sealed class PingPong : IDisposable
         for (uint i = 1; i <= ParkedRings; i++)
         {
             _doorbells[0].Notify();
-            WaitForPeerField(Layout.HeaderParked, i, $"doorbell {i} counted on its parked eventfd");
+            WaitForPeerField(Layout.HeaderParked, sizeof(ulong), i, $"doorbell {i} counted on its parked eventfd");
         }
 
         WaitForPeerState(Layout.StateRouted, "its vector 0 routed back");
@@ -402,32 +402,21 @@ internal sealed class PingPong : IDisposable
     }
 
     /// <summary>Polls (bounded) until the peer's header state is <paramref name="state"/>.</summary>
-    private void WaitForPeerState(uint state, string what)
-    {
-        nint field = Address(Layout.Header(PeerId)) + (nint)Layout.HeaderState;
-        long deadline = Environment.TickCount64 + _options.MessageTimeoutMs;
-        while (_shared.LoadU32(field) != state)
-        {
-            if (Environment.TickCount64 > deadline)
-            {
-                throw PingPongException.Format($"timeout: peer {PeerId} did not report {what} (state {state}) within {_options.MessageTimeoutMs} ms; its state is {_shared.LoadU32(field)}");
-            }
+    private void WaitForPeerState(uint state, string what) =>
+        WaitForPeerField(Layout.HeaderState, sizeof(uint), state, $"{what} (state {state})");
 
-            Thread.Sleep(1);
-        }
-    }
-
-    /// <summary>Polls (bounded) until the 64-bit field at <paramref name="offset"/> of the
-    /// peer's header holds <paramref name="value"/>.</summary>
-    private void WaitForPeerField(ulong offset, ulong value, string what)
+    /// <summary>Polls (bounded) until the <paramref name="width"/>-byte field (4 or 8) at
+    /// <paramref name="offset"/> of the peer's header holds <paramref name="value"/>.</summary>
+    private void WaitForPeerField(ulong offset, int width, ulong value, string what)
     {
         nint field = Address(Layout.Header(PeerId)) + (nint)offset;
+        ulong Read() => width == sizeof(uint) ? _shared.LoadU32(field) : _shared.LoadU64(field);
         long deadline = Environment.TickCount64 + _options.MessageTimeoutMs;
-        while (_shared.LoadU64(field) != value)
+        while (Read() != value)
         {
             if (Environment.TickCount64 > deadline)
             {
-                throw PingPongException.Format($"timeout: peer {PeerId} did not report {what} within {_options.MessageTimeoutMs} ms; it reports {_shared.LoadU64(field)}");
+                throw PingPongException.Format($"timeout: peer {PeerId} did not report {what} within {_options.MessageTimeoutMs} ms; it reports {Read()}");
             }
 
             Thread.Sleep(1);
