@@ -549,14 +549,19 @@ public static partial class LinkBenchmark
                 return;
             }
 
+            // The frame and the sequence number live in locals for the turn: what is measured
+            // is the packet API, not this loop's field and bounds bookkeeping.
+            var frame = _frame.AsSpan();
+            var seqField = frame[(VirtioNetHeader.Size + 14)..];
+            int seq = _seq;
             for (int b = 0; b < BatchesPerTurn && !_waiting; b++)
             {
                 int n = 0;
                 for (; n < Batch; n++)
                 {
-                    BinaryPrimitives.WriteInt32LittleEndian(_frame.AsSpan(VirtioNetHeader.Size + 14), _seq);
-                    _frame[^1] = (byte)_seq;
-                    var result = _endpoint.Send(0, _frame);
+                    BinaryPrimitives.WriteInt32LittleEndian(seqField, seq);
+                    frame[^1] = (byte)seq;
+                    var result = _endpoint.Send(0, frame);
                     if (result != ReceiveResult.Delivered)
                     {
                         if (result == ReceiveResult.NoBuffers)
@@ -569,9 +574,10 @@ public static partial class LinkBenchmark
                         continue;
                     }
 
-                    _seq++;
+                    seq++;
                 }
 
+                _seq = seq;
                 Volatile.Write(ref _sent, _sent + n);
                 _endpoint.Flush(0);
             }
