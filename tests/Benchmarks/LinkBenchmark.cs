@@ -141,21 +141,34 @@ public static partial class LinkBenchmark
         var offer = new LinkParameters();
         int area = offer.QueueSize * offer.BufferSize;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"packet API over an in-process hw-sim NTB ({WindowSize >> 20} MiB window, {offer.QueueSize}-entry rings, {area >> 10} KiB of receive buffers), {seconds:0.#} s per size after warm-up: one loop thread sends (batches of {Sender.Batch}, a flush per batch, {Sender.Batch * Sender.BatchesPerTurn} frames per loop turn at most), the other checks every frame ({CheckText(check)}). Copy limit: one thread copying the same frames into a {area >> 10} KiB area for as long. Sizes are packet bytes (the frame adds the {VirtioNetHeader.Size}-byte vnet header); Gbit/s counts packet bytes. Mode doorbells: EVENT_IDX-suppressed kicks and used doorbells, as `pcivirtio link` runs by default, a dry receive ring or a full transmit ring watched {linger.TotalMicroseconds:0} µs before a doorbell is asked for (--linger); busy-poll (--modes doorbells,busy-poll): LinkOptions.Poll on both ends.{(oneThread ? " Rows marked one thread (--one-thread): both ends on one loop thread, so no cache line crosses between CPUs and what is left is the link's own instructions; their CPU columns are that one thread's." : "")}"));
+            $"packet API over an in-process hw-sim NTB ({WindowSize >> 20} MiB window, {offer.QueueSize}-entry rings, {area >> 10} KiB of receive buffers), {seconds:0.#} s per size after warm-up: one loop thread sends (batches of {Sender.Batch}, a flush per batch, {Sender.Batch * Sender.BatchesPerTurn} frames per loop turn at most), the other checks every frame ({CheckText(check)}). Copy limit: one thread copying the same frames into a {area >> 10} KiB area for as long. Sizes are packet bytes (the frame adds the {VirtioNetHeader.Size}-byte vnet header); Gbit/s counts packet bytes. Mode doorbells: EVENT_IDX-suppressed kicks and used doorbells, as `pcivirtio link` runs by default, a dry receive ring or a full transmit ring watched {linger.TotalMicroseconds:0} µs before a doorbell is asked for (--linger); busy-poll (--modes doorbells,busy-poll): LinkOptions.Poll on both ends. Line round trip: nanoseconds for a cache line to go to the other CPU and back, measured with nothing else running just before each link comes up and after it goes down, and before and after the two-thread ring; two-thread rows follow it, and on a virtual machine it changes with where the host places the two CPUs.{(oneThread ? " Rows marked one thread (--one-thread): both ends on one loop thread, so no cache line crosses between CPUs and what is left is the link's own instructions; their CPU columns are that one thread's." : "")}"));
         Console.WriteLine();
         var rows = new List<PacketRow>();
         foreach (bool single in oneThread ? new[] { false, true } : [false])
         {
             foreach (bool poll in modes)
             {
-                using var bench = new PacketBench(poll, check, single, linger);
-                Console.Error.WriteLine($"link benchmark: bringing the link up ({ModeName(poll, single)})");
-                bench.Start(token);
-                foreach (int size in sizes)
+                // The probe runs while nothing else does: busy-polling loops would share its CPUs.
+                double before = LineRoundTrip(token);
+                var measured = new List<PacketRow>();
+                using (var bench = new PacketBench(poll, check, single, linger))
                 {
-                    Console.Error.WriteLine($"link benchmark: {size}-byte packets, {ModeName(poll, single)}");
-                    rows.Add(bench.Measure(size, seconds, token));
+                    Console.Error.WriteLine($"link benchmark: bringing the link up ({ModeName(poll, single)})");
+                    bench.Start(token);
+                    foreach (int size in sizes)
+                    {
+                        Console.Error.WriteLine($"link benchmark: {size}-byte packets, {ModeName(poll, single)}");
+                        measured.Add(bench.Measure(size, seconds, token));
+                    }
                 }
+
+                double after = LineRoundTrip(token);
+                foreach (var r in measured)
+                {
+                    (r.LineBefore, r.LineAfter) = (before, after);
+                }
+
+                rows.AddRange(measured);
             }
         }
 
@@ -164,20 +177,23 @@ public static partial class LinkBenchmark
             Console.Error.WriteLine($"link benchmark: copy limit at {size} bytes");
             double copy = CopyLimit(VirtioNetHeader.Size + size, area, seconds, token);
             Console.Error.WriteLine($"link benchmark: two-thread ring at {size} bytes");
+            double ringBefore = LineRoundTrip(token);
             double ring = TwoThreadRing(VirtioNetHeader.Size + size, area, check, seconds, token);
+            double ringAfter = LineRoundTrip(token);
             foreach (var r in rows.Where(r => r.Size == size))
             {
                 r.CopyPerSecond = copy;
                 r.RingPerSecond = ring;
+                (r.RingLineBefore, r.RingLineAfter) = (ringBefore, ringAfter);
             }
         }
 
-        Console.WriteLine("| packet | mode | link Mpps | link Gbit/s | copy Mpps | copy Gbit/s | link/copy | two-thread ring Mpps | link/ring | CPU ns/packet tx, rx (busy) | copy ns/packet | remote reads tx/rx | B alloc/packet tx | B alloc/packet rx |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("| packet | mode | link Mpps | link Gbit/s | copy Mpps | copy Gbit/s | link/copy | two-thread ring Mpps | link/ring | line round trip ns, link / ring | CPU ns/packet tx, rx (busy) | copy ns/packet | remote reads tx/rx | B alloc/packet tx | B alloc/packet rx |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (var r in rows.OrderBy(r => Array.IndexOf(sizes, r.Size)))
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {r.Size} B | {ModeName(r.Poll, r.OneThread)} | {r.PerSecond / 1e6:0.000} | {Gbps(r.PerSecond, r.Size):0.00} | {r.CopyPerSecond / 1e6:0.000} | {Gbps(r.CopyPerSecond, r.Size):0.00} | {r.PerSecond / r.CopyPerSecond:0.000}x | {r.RingPerSecond / 1e6:0.000} | {r.PerSecond / r.RingPerSecond:0.00}x | {r.SenderCpuNs:0} ({r.SenderBusy * 100:0}%), {r.ReceiverCpuNs:0} ({r.ReceiverBusy * 100:0}%) | {1e9 / r.CopyPerSecond:0.0} | {r.SenderReads}/{r.ReceiverReads} | {PerPacket(r.SenderAllocated, r.SenderPackets)} | {PerPacket(r.ReceiverAllocated, r.ReceiverPackets)} |"));
+                $"| {r.Size} B | {ModeName(r.Poll, r.OneThread)} | {r.PerSecond / 1e6:0.000} | {Gbps(r.PerSecond, r.Size):0.00} | {r.CopyPerSecond / 1e6:0.000} | {Gbps(r.CopyPerSecond, r.Size):0.00} | {r.PerSecond / r.CopyPerSecond:0.000}x | {r.RingPerSecond / 1e6:0.000} | {r.PerSecond / r.RingPerSecond:0.00}x | {r.LineBefore:0}-{r.LineAfter:0} / {r.RingLineBefore:0}-{r.RingLineAfter:0} | {r.SenderCpuNs:0} ({r.SenderBusy * 100:0}%), {r.ReceiverCpuNs:0} ({r.ReceiverBusy * 100:0}%) | {1e9 / r.CopyPerSecond:0.0} | {r.SenderReads}/{r.ReceiverReads} | {PerPacket(r.SenderAllocated, r.SenderPackets)} | {PerPacket(r.ReceiverAllocated, r.ReceiverPackets)} |"));
         }
 
         Console.WriteLine();
@@ -307,6 +323,78 @@ public static partial class LinkBenchmark
         return rate;
     }
 
+    /// <summary>
+    /// Nanoseconds for one cache line to go from this thread's CPU to another thread's and
+    /// back: the two threads take turns writing a counter in one line, each waiting to see
+    /// the other's value. Two threads that pass frames pay this for every line that changes
+    /// hands. On a virtual machine it changes with where the host runs the two virtual CPUs
+    /// (two cores that share a cache, or two that do not), which is why two-thread rows can
+    /// differ severalfold between runs while one-thread rows do not. NaN when the second
+    /// thread did not answer within 5 s.
+    /// </summary>
+    private static double LineRoundTrip(CancellationToken token)
+    {
+        var line = AlignedBuffer(64); // one line to itself
+        var stop = new StrongBox<bool>();
+        var echo = new Thread(() => Echo(line, stop)) { IsBackground = true, Name = "line-echo" };
+        echo.Start();
+        double result = Ping(line, token);
+        Volatile.Write(ref stop.Value, true);
+        echo.Join();
+        token.ThrowIfCancellationRequested();
+        return result;
+    }
+
+    private const long RoundTrips = 20_000;
+
+    /// <summary>The probe's first thousand trips warm both threads up; optimized from the
+    /// first call, so a cold process measures the line and not the JIT's first tier.</summary>
+    private const long WarmTrips = 1000;
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static double Ping(ArraySegment<byte> line, CancellationToken token)
+    {
+        ref long turn = ref Unsafe.As<byte, long>(ref line.Array![line.Offset]);
+        long deadline = Stopwatch.GetTimestamp() + (5 * Stopwatch.Frequency);
+        long start = 0;
+        for (long i = 1; i <= RoundTrips; i++)
+        {
+            if (i == WarmTrips + 1)
+            {
+                start = Stopwatch.GetTimestamp();
+            }
+
+            Volatile.Write(ref turn, (2 * i) - 1);
+            for (int spins = 1; Volatile.Read(ref turn) != 2 * i; spins++)
+            {
+                if ((spins & 0xffff) == 0 && (token.IsCancellationRequested || Stopwatch.GetTimestamp() > deadline))
+                {
+                    return double.NaN;
+                }
+            }
+        }
+
+        return Stopwatch.GetElapsedTime(start).TotalNanoseconds / (RoundTrips - WarmTrips);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Echo(ArraySegment<byte> line, StrongBox<bool> stop)
+    {
+        ref long turn = ref Unsafe.As<byte, long>(ref line.Array![line.Offset]);
+        for (long i = 1; i <= RoundTrips; i++)
+        {
+            while (Volatile.Read(ref turn) != (2 * i) - 1)
+            {
+                if (Volatile.Read(ref stop.Value))
+                {
+                    return;
+                }
+            }
+
+            Volatile.Write(ref turn, 2 * i);
+        }
+    }
+
     /// <summary>Frames per second of one thread copying <paramref name="frameLength"/> bytes
     /// from one buffer into successive 64-aligned places of an <paramref name="area"/>-byte
     /// area (as the link fills the receiver's buffer area), for <paramref name="seconds"/>.</summary>
@@ -379,6 +467,13 @@ public static partial class LinkBenchmark
         public double CopyPerSecond;
 
         public double RingPerSecond;
+
+        /// <summary>The CPU line round trip (<see cref="LineRoundTrip"/>) just before the
+        /// link of this row came up and just after it went down, and around the ring.</summary>
+        public double LineBefore;
+        public double LineAfter;
+        public double RingLineBefore;
+        public double RingLineAfter;
         public long SenderReads;
         public long ReceiverReads;
         public long SenderAllocated;
@@ -1241,7 +1336,8 @@ public static partial class LinkBenchmark
         foreach (var r in mtu)
         {
             double ratio = r.PerSecond / r.CopyPerSecond;
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"- packet API >= 0.5x the copy limit at 1500 B ({ModeName(r.Poll)}, --check {check.ToString().ToLowerInvariant()}): {ratio:0.000}x, {Verdict(ratio >= 0.5)}"));
+            // What two threads can do at all on this machine in this run, beside the verdict.
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"- packet API >= 0.5x the copy limit at 1500 B ({ModeName(r.Poll)}, --check {check.ToString().ToLowerInvariant()}): {ratio:0.000}x, {Verdict(ratio >= 0.5)} (the bare two-thread ring: {r.RingPerSecond / r.CopyPerSecond:0.000}x; CPU line round trip {r.LineBefore:0}-{r.LineAfter:0} ns around the link, {r.RingLineBefore:0}-{r.RingLineAfter:0} around the ring)"));
         }
 
         Console.WriteLine(tcp is null
