@@ -359,7 +359,7 @@ internal sealed class PingPong : IDisposable
         using var parked = new EventFd();
         using var parkedWaiter = new SignalWaiter(parked);
         _vfio.Device.SetIrqEventFds(VfioIrqIndex.MsiX, 0, [parked]);
-        StoreHeader(Layout.HeaderParked, 0);
+        SetHeader(Layout.HeaderParked, 0); // ordered before the state by SetState's barrier
         SetState(Layout.StateParked);
 
         // The initiator rings once per count published here; the writes are posted, so wait
@@ -376,7 +376,7 @@ internal sealed class PingPong : IDisposable
             if (parkedWaiter.Wait((int)Math.Min(left, 100)) == SignalWaitResult.Signalled)
             {
                 _parkedInterrupts += (long)parked.Consume();
-                StoreHeader(Layout.HeaderParked, (ulong)_parkedInterrupts);
+                SetHeader(Layout.HeaderParked, (ulong)_parkedInterrupts);
             }
 
             if (_waiters[0].Wait(0) == SignalWaitResult.Signalled)
@@ -421,12 +421,6 @@ internal sealed class PingPong : IDisposable
 
             Thread.Sleep(1);
         }
-    }
-
-    private void StoreHeader(ulong offset, ulong value)
-    {
-        _shared.FullBarrier();
-        _shared.StoreU64(Address(Layout.Header(Id)) + (nint)offset, value);
     }
 
     /// <summary>Writes <paramref name="payload"/> into the peer's inbox and rings it: payload,
