@@ -88,7 +88,7 @@ public class IoMemoryAccessorTests
     [InlineData(7)]
     public void Wide_copies_into_io_memory_write_exactly_the_range_at_every_alignment(int sourceOffset)
     {
-        // Destination offsets cover every residue modulo 32 (the widest store's alignment)
+        // Destination offsets cover every residue modulo 64 (the widest store's alignment)
         // and then some; lengths cover the scalar-only sizes, the first vector stores and
         // the heads and tails around them. The source is misaligned too.
         const byte Guard = 0xA5;
@@ -96,9 +96,9 @@ public class IoMemoryAccessorTests
         var a = bar.Accessor;
         var random = new Random(sourceOffset);
         var buffer = new byte[sourceOffset + 4096];
-        foreach (int length in Enumerable.Range(0, 101).Concat([127, 128, 129, 255, 256, 1512, 4000]))
+        foreach (int length in Enumerable.Range(0, 101).Concat([127, 128, 129, 191, 192, 193, 255, 256, 257, 319, 320, 1512, 4000]))
         {
-            for (int offset = 0; offset < 41; offset++)
+            for (int offset = 0; offset < 73; offset++)
             {
                 var page = bar.Mapping.Span[..8192];
                 page.Fill(Guard);
@@ -125,7 +125,7 @@ public class IoMemoryAccessorTests
         Assert.Equal(4096, bar.Counters!.WrittenBytes);
 
         // Posted writes: as few transactions as the widest accelerated store allows.
-        int width = System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? 32 : System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated ? 16 : 8;
+        int width = WidestStore();
         Assert.Equal(4096 / width, bar.Counters.Writes);
     }
 
@@ -154,10 +154,10 @@ public class IoMemoryAccessorTests
         var data = new byte[1600];
         var back = new byte[1600];
         new Random(9).NextBytes(data);
-        int width = System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? 32 : System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated ? 16 : 8;
-        foreach (int length in new[] { 1, 7, 8, 63, 64, 65, 95, 96, 100, 127, 1500, 1514, 1600 })
+        int width = WidestStore();
+        foreach (int length in new[] { 1, 7, 8, 63, 64, 65, 95, 96, 100, 127, 129, 200, 1500, 1514, 1600 })
         {
-            for (int offset = 0; offset < 40; offset++)
+            for (int offset = 0; offset < 72; offset++)
             {
                 bar.Counters!.Reset();
                 bar.Accessor.CopyTo(bar.Mapping.Address + offset, data.AsSpan(0, length));
@@ -171,9 +171,17 @@ public class IoMemoryAccessorTests
         }
     }
 
+    /// <summary>The widest vector the runtime accelerates, in bytes (8: none).</summary>
+    private static int WidestStore() =>
+        System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? 64
+        : System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? 32
+        : System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated ? 16 : 8;
+
     /// <summary>The stores a copy to <paramref name="offset"/> (from a page boundary) makes:
-    /// naturally aligned 1/2/4-byte ones to 8-byte alignment, 8-byte ones to the vector
-    /// alignment when at least 64 bytes are left, vectors, 8-byte ones, then 4/2/1.</summary>
+    /// naturally aligned 1/2/4-byte ones to 8-byte alignment; when at least 64 bytes are left,
+    /// one 8-, 16- and 32-byte store each where the address needs it to reach the vector
+    /// alignment, vectors, then one 32- and 16-byte store each where they fit; 8-byte ones,
+    /// then 4/2/1.</summary>
     private static long StoresOf(int offset, int length, int width)
     {
         long stores = 0;
@@ -187,10 +195,25 @@ public class IoMemoryAccessorTests
 
         if (width > 8 && end - at >= 64)
         {
-            stores += (width - (at % width)) % width / 8;
-            at += (width - (at % width)) % width;
+            for (int step = 8; step < width; step *= 2)
+            {
+                if (at % (2 * step) != 0)
+                {
+                    at += step;
+                    stores++;
+                }
+            }
+
             stores += (end - at) / width;
             at += (end - at) / width * width;
+            for (int step = width / 2; step >= 16; step /= 2)
+            {
+                if (end - at >= step)
+                {
+                    at += step;
+                    stores++;
+                }
+            }
         }
 
         stores += (end - at) / 8;

@@ -379,11 +379,15 @@ public sealed class AccessCountTests
         Assert.Equal(new Cost(191, 1500, 0, 0, 0), Measure(h, () => Assert.Equal(1500, h.Memory.Gather(chains[0].Readable(segs), 0, bytes))));
 
         // Writes (posted) use the widest aligned vector store the machine has. The buffer is
-        // page aligned, so from +3: the same 1- and 4-byte head to +8, then 8-byte words to
-        // the vector alignment, vector stores, 8-byte words and the 4-, 2- and 1-byte tail.
-        // 32-byte stores: 2 + 3 (+8..+32) + 45 (1440 B) + 3 (24 B) + 3 = 56 transactions;
-        // 16-byte stores: 2 + 1 (+8..+16) + 92 (1472 B) + 1 + 3 = 99; none: the 191 above.
-        long writes = System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? 56 : System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated ? 99 : 191;
+        // page aligned, so from +3: the same 1- and 4-byte head to +8, then one store of each
+        // width up to the vector alignment, vector stores, one store of each width down
+        // again, 8-byte words and the 4-, 2- and 1-byte tail (1503 is the end):
+        // 64-byte stores: 2 + 3 (8, 16, 32 B to +64) + 22 (1408 B) + 1 (16 B) + 1 (8 B) + 3 = 32;
+        // 32-byte stores: 2 + 2 (8, 16 B to +32) + 45 (1440 B) + 1 (16 B) + 1 + 3 = 54;
+        // 16-byte stores: 2 + 1 (8 B to +16) + 92 (1472 B) + 1 + 3 = 99; none: the 191 above.
+        long writes = System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? 32
+            : System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? 54
+            : System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated ? 99 : 191;
         Assert.Equal(new Cost(0, 0, writes, 1500, 0), Measure(h, () => Assert.Equal(1500, h.Memory.Scatter(chains[0].Writable(segs), 0, bytes))));
     }
 
