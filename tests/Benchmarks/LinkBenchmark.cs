@@ -1326,6 +1326,7 @@ public static partial class LinkBenchmark
     {
         static string Verdict(bool met) => met ? "met" : "NOT met";
         Console.WriteLine("targets:");
+        var single = rows.Where(r => r.OneThread).ToList();
         rows = [.. rows.Where(r => !r.OneThread)]; // the targets are about two hosts: two threads
         var mtu = rows.Where(r => r.Size == 1500).ToList();
         if (mtu.Count == 0)
@@ -1336,8 +1337,12 @@ public static partial class LinkBenchmark
         foreach (var r in mtu)
         {
             double ratio = r.PerSecond / r.CopyPerSecond;
-            // What two threads can do at all on this machine in this run, beside the verdict.
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"- packet API >= 0.5x the copy limit at 1500 B ({ModeName(r.Poll)}, --check {check.ToString().ToLowerInvariant()}): {ratio:0.000}x, {Verdict(ratio >= 0.5)} (the bare two-thread ring: {r.RingPerSecond / r.CopyPerSecond:0.000}x; CPU line round trip {r.LineBefore:0}-{r.LineAfter:0} ns around the link, {r.RingLineBefore:0}-{r.RingLineAfter:0} around the ring)"));
+
+            // What two threads can do at all on this machine in this run, and with --one-thread
+            // the link's own cost, beside the verdict.
+            var alone = single.FirstOrDefault(o => o.Size == r.Size && o.Poll == r.Poll);
+            string aloneText = alone is null ? "" : string.Create(CultureInfo.InvariantCulture, $"; both ends on one thread: {alone.PerSecond / alone.CopyPerSecond:0.000}x");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"- packet API >= 0.5x the copy limit at 1500 B ({ModeName(r.Poll)}, --check {check.ToString().ToLowerInvariant()}): {ratio:0.000}x, {Verdict(ratio >= 0.5)} (the bare two-thread ring: {r.RingPerSecond / r.CopyPerSecond:0.000}x; CPU line round trip {r.LineBefore:0}-{r.LineAfter:0} ns around the link, {r.RingLineBefore:0}-{r.RingLineAfter:0} around the ring{aloneText})"));
         }
 
         Console.WriteLine(tcp is null
