@@ -55,6 +55,12 @@ public sealed class SplitQueueDriver<TAccess> : QueueEndpoint
     private bool _inOrder;
     private bool _inOrderCalls;
 
+    // What TryAddInOrder last stored in each descriptor (address, then the word of length,
+    // flags and next), so a descriptor that would get the same bytes again is not stored:
+    // see TryAddInOrder. Reset at Start to a word no descriptor of ours has (every flag bit
+    // set), as the ring memory's contents are not known then.
+    private ulong[] _descWritten = [];
+
     public SplitQueueDriver(string name, ILogger? logger = null)
         : base(name, logger)
     {
@@ -149,6 +155,16 @@ public sealed class SplitQueueDriver<TAccess> : QueueEndpoint
 
         if (_inOrder)
         {
+            if (_descWritten.Length != 2 * _size)
+            {
+                _descWritten = new ulong[2 * _size];
+            }
+
+            for (int i = 0; i < _size; i++)
+            {
+                _descWritten[(2 * i) + 1] = ulong.MaxValue;
+            }
+
             // In ring order the entry at slot i always names descriptor i (whatever the
             // starting index, as both count modulo the size): written once here rather than
             // once per buffer, which saves a store per frame into a line the device reads.
@@ -299,7 +315,13 @@ public sealed class SplitQueueDriver<TAccess> : QueueEndpoint
     /// <summary>
     /// Adds one device-readable buffer in ring order (VIRTIO_F_IN_ORDER negotiated): it takes
     /// descriptor avail.idx mod size, whose avail entry was written at <see cref="Start"/>, so
-    /// a buffer costs one descriptor store and nothing else. Buffers come back, oldest first,
+    /// a buffer costs one descriptor store and nothing else, and not even that when the
+    /// descriptor already names the same address and length from an earlier lap (a caller
+    /// that gives each descriptor the same place every lap, as the link's sender does, then
+    /// writes only payload). The descriptor lives in memory the device reads; a store into it
+    /// waits for the line the device last read, and across a bus it is one more posted write.
+    /// Only the device could have changed the descriptor since, and it then reads back its
+    /// own bytes; after <see cref="Start"/> every descriptor is stored once. Buffers come back, oldest first,
     /// from <see cref="ReapInOrder"/>; the caller keeps its own per-buffer state in the same
     /// order. Not to be mixed with <see cref="TryAdd"/> on one run of the ring.
     /// </summary>
@@ -317,7 +339,15 @@ public sealed class SplitQueueDriver<TAccess> : QueueEndpoint
         }
 
         int head = _availShadow & _mask;
-        WriteDesc(_memory.Access, _ring.Desc + (head * SplitRingLayout.DescSize), buffer.Address, buffer.Length, VirtqDescFlags.None, 0);
+        ref ulong written = ref _descWritten[2 * head];
+        ulong word = buffer.Length; // flags none, next 0
+        if (written != buffer.Address || Unsafe.Add(ref written, 1) != word)
+        {
+            WriteDesc(_memory.Access, _ring.Desc + (head * SplitRingLayout.DescSize), buffer.Address, buffer.Length, VirtqDescFlags.None, 0);
+            written = buffer.Address;
+            Unsafe.Add(ref written, 1) = word;
+        }
+
         _inFlight++;
         _numFree--;
         _availShadow++;

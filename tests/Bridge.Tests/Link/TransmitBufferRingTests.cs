@@ -18,26 +18,49 @@ public sealed class TransmitBufferRingTests
     }
 
     [Fact]
-    public void Back_to_zero_once_the_bytes_before_the_oldest_frame_are_as_many_as_those_out()
+    public void Frames_of_one_length_keep_their_slots_places_lap_after_lap()
     {
-        // Frames of 1 KiB in a 64 KiB area, at most 4 out: the places stay near 0 instead of
-        // cycling through the whole area.
+        // Frames of 1 KiB in a 64 KiB area, 16 slots, a few out at a time (and at times none):
+        // each lap of 16 frames starts again at 0, so the frame of slot s is at s KiB every
+        // lap (a descriptor that names the same place need not be written again), and the
+        // places stay within one lap's bytes instead of cycling through the whole area.
         var ring = new TransmitBufferRing(64 << 10, 16);
         var slots = new Queue<int>();
-        ulong highest = 0;
+        var random = new Random(3);
         for (int i = 0; i < 1000; i++)
         {
-            if (slots.Count == 4)
+            int keep = random.Next(0, 5);
+            while (slots.Count > keep)
             {
                 Assert.True(ring.Release(slots.Dequeue()));
             }
 
-            Assert.True(ring.TryAllocate(1024, out ulong at, out int slot));
-            highest = Math.Max(highest, at);
+            Assert.True(ring.TryAllocate(1000, out ulong at, out int slot));
+            Assert.Equal(i % 16, slot);
+            Assert.Equal((ulong)slot << 10, at);
             slots.Enqueue(slot);
         }
+    }
 
-        Assert.True(highest < 10 << 10, $"a frame went to {highest}");
+    [Fact]
+    public void A_lap_that_does_not_fit_goes_back_to_zero_at_the_end_of_the_area()
+    {
+        // 16 slots of 1 KiB frames in a 10 KiB area: a lap is longer than the area, so frames
+        // wrap at its end, and no frame overlaps one still out.
+        var ring = new TransmitBufferRing(10 << 10, 16);
+        var slots = new Queue<(int Slot, ulong At)>();
+        for (int i = 0; i < 200; i++)
+        {
+            if (slots.Count == 4)
+            {
+                Assert.True(ring.Release(slots.Dequeue().Slot));
+            }
+
+            Assert.True(ring.TryAllocate(1024, out ulong at, out int slot));
+            Assert.True(at + 1024 <= 10 << 10, $"a frame went to {at}");
+            Assert.DoesNotContain(slots, f => f.At == at);
+            slots.Enqueue((slot, at));
+        }
     }
 
     [Fact]

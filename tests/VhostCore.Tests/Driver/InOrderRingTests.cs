@@ -91,6 +91,53 @@ public abstract class InOrderRingTests<TAccess, TMemory> : RingMemoryTests<TAcce
     }
 
     [Fact]
+    public void A_descriptor_that_already_names_the_buffer_is_not_stored_again_until_a_restart()
+    {
+        using var h = NewHarness(queueSize: 4, features: InOrder);
+        var heads = new ushort[4];
+        var frames = new IoSegment[4];
+
+        // A lap: descriptors 0..3 name buffers 0..3, 64 bytes each.
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.True(h.Driver.TryAddInOrder(Buf(i, 64)));
+        }
+
+        h.Driver.Publish();
+        Assert.Equal(4, h.Device.PopSingleReadable(heads, frames));
+        h.Device.PushUsed(heads[3], 0);
+        h.Device.FlushUsed();
+        Assert.Equal(4, h.Driver.ReapInOrder());
+
+        // Descriptor 0 changed behind the driver's back (only the device, whose memory it is,
+        // could do that): the next lap gives descriptor 0 the same buffer, so the driver does
+        // not store it and the device reads back its own bytes. Descriptor 1 gets a new
+        // length and is stored.
+        h.WriteDesc(0, HarnessLayout.Buffer(9), 77, VirtqDescFlags.None, 0);
+        long storesBefore = h.Counters?.Writes ?? 0;
+        Assert.True(h.Driver.TryAddInOrder(Buf(0, 64)));
+        Assert.Equal(storesBefore, h.Counters?.Writes ?? 0);
+        Assert.True(h.Driver.TryAddInOrder(Buf(1, 100)));
+        Assert.True(h.Counters is null || h.Counters.Writes == storesBefore + 1, "descriptor 1 is one store");
+        h.Driver.Publish();
+        Assert.Equal(2, h.Device.PopSingleReadable(heads, frames));
+        Assert.Equal((HarnessLayout.Buffer(9), 77u), (frames[0].Guest, frames[0].Length));
+        Assert.Equal((HarnessLayout.Buffer(1), 100u), (frames[1].Guest, frames[1].Length));
+
+        // After a restart nothing is assumed about the ring's memory: the first lap stores
+        // every descriptor, the same buffer included.
+        h.Driver.Stop();
+        h.Device.Stop();
+        Assert.True(h.Driver.Start(h.State, h.Memory), h.Driver.BrokenReason);
+        Assert.True(h.Device.Start(h.State, h.Memory), h.Device.BrokenReason);
+        Assert.True(h.Driver.TryAddInOrder(Buf(0, 64)));
+        h.Driver.Publish();
+        Assert.Equal(1, h.Device.PopSingleReadable(heads, frames));
+        Assert.Equal((HarnessLayout.Buffer(0), 64u), (frames[0].Guest, frames[0].Length));
+        Assert.False(h.Device.IsBroken || h.Driver.IsBroken);
+    }
+
+    [Fact]
     public void A_full_ring_refuses_the_next_buffer()
     {
         using var h = NewHarness(queueSize: 4, features: InOrder);

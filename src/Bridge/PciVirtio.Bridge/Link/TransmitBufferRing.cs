@@ -7,12 +7,18 @@ namespace PciVirtio.Bridge.Link;
 /// peer is not trusted to be in order): space is reclaimed up to the oldest frame still out.
 /// </summary>
 /// <remarks>
-/// The ring goes back to offset 0 as soon as the bytes before the oldest frame out are at
-/// least as many as those out (and the frame fits there), not only at the end of the area:
-/// the frames then stay within about twice the bytes in flight, not the whole area, and the
-/// space at 0 can take as much as is out now, so a steady flow keeps its window. A 1 MiB area cycled end to end is twice a core's L2 here, and on an NTB the
-/// receiver's cache (or DDIO's share of it) holds the smaller set; with 256 frames of 1500 B
-/// in flight at most that is 384 KiB. It also keeps divisions off the per-frame path.
+/// Places follow the ring's laps: the frame of slot 0 (and so of descriptor 0, as the link's
+/// in-order ring pairs them) goes back to offset 0 whenever the bytes before the oldest frame
+/// out leave room, and the frames after it follow on, going back to 0 only when the end of the
+/// area is reached. Frames of one length therefore keep their places lap after lap, and the
+/// descriptor naming each is not written again (<c>SplitQueueDriver.TryAddInOrder</c>): with
+/// two threads in the link benchmark the sender's store into a descriptor line the receiver read a
+/// lap earlier was 5–9 ns of its 41 per 1500-byte frame (docs/link-benchmark.md). The places
+/// in use stay within one lap's bytes (256 frames of 1500 bytes: 384 KiB) rather than
+/// cycling through the whole area, and no division is on the per-frame
+/// path. Before, the ring went back to 0 as soon as the bytes before the oldest frame out
+/// were as many as those out: a smaller set of places, but one whose places moved from lap to
+/// lap, so every descriptor was written again.
 /// </remarks>
 internal sealed class TransmitBufferRing
 {
@@ -46,17 +52,24 @@ internal sealed class TransmitBufferRing
     public bool TryAllocate(uint length, out ulong offset, out int slot)
     {
         ulong need = ((ulong)length + 63) & ~63UL;
+        int next = (_first + _count) & _slotMask;
+        bool lapStart = next == 0;
         ulong at;
-        if (_count == 0)
+        if (_count == _starts.Length)
         {
-            at = 0;
+            at = ulong.MaxValue;
+        }
+        else if (_count == 0)
+        {
+            // Nothing out, so every byte is free; still on at head, so a lap keeps its places.
+            at = lapStart || need > _size - _head ? 0 : _head;
         }
         else if (_head > _tail)
         {
-            // Frames out in [tail, head): back to 0 when the bytes before tail are free and
-            // enough, else on at head.
+            // Frames out in [tail, head): back to 0 at the start of a lap or at the end of the
+            // area, when the bytes before tail are enough, else on at head.
             bool end = need <= _size - _head;
-            at = _tail >= need && (_tail >= _head - _tail || !end) ? 0 : end ? _head : ulong.MaxValue;
+            at = _tail >= need && (lapStart || !end) ? 0 : end ? _head : ulong.MaxValue;
         }
         else
         {
@@ -64,7 +77,7 @@ internal sealed class TransmitBufferRing
             at = _tail - _head >= need ? _head : ulong.MaxValue;
         }
 
-        if (_count == _starts.Length || at == ulong.MaxValue || need > _size - at)
+        if (at == ulong.MaxValue || need > _size - at)
         {
             offset = 0;
             slot = -1;
@@ -74,8 +87,12 @@ internal sealed class TransmitBufferRing
         offset = at;
         _headBefore = _head;
         _head = at + need;
+        if (_count == 0)
+        {
+            _tail = at;
+        }
 
-        slot = (_first + _count) & _slotMask;
+        slot = next;
         _starts[slot] = at;
         _done[slot] = false;
         _count++;
