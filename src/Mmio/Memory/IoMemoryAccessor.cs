@@ -241,9 +241,8 @@ public readonly struct IoMemoryAccessor(AccessCounters? counters) : IMemoryAcces
     /// four a turn, and what is left below that width goes down the same steps (32, 16).
     /// Against 8-byte stores up to the alignment and after the body, that is at most one
     /// store per width at each end, and on a write-combining window a 64-byte store fills a
-    /// whole combining buffer: one full-line posted write. Copying a 1500-byte frame into
-    /// cached memory it takes about 18.5 ns here against 21 with 32-byte vectors and 8-byte
-    /// ends (the platform's own copy: 20).</para>
+    /// whole combining buffer: one full-line posted write. Into ordinary memory the copy
+    /// runs as fast as the platform's own (tests/Benchmarks, WindowCopyBenchmarks).</para>
     /// <para>Nothing is counted in the loops: the count is arithmetic on the lengths. A counter
     /// passed by reference and incremented per store lived on the stack once this was
     /// inlined into the link's sender, and each increment waited for the previous one's
