@@ -316,14 +316,14 @@ public sealed class SplitQueueDriver<TAccess> : QueueEndpoint
     /// Adds one device-readable buffer in ring order (VIRTIO_F_IN_ORDER negotiated): it takes
     /// descriptor avail.idx mod size, whose avail entry was written at <see cref="Start"/>, so
     /// a buffer costs one descriptor store and nothing else, and not even that when the
-    /// descriptor already names the same address and length from an earlier lap (a caller
-    /// that gives each descriptor the same place every lap, as the link's sender does, then
-    /// writes only payload). The descriptor lives in memory the device reads; a store into it
-    /// waits for the line the device last read, and across a bus it is one more posted write.
-    /// Only the device could have changed the descriptor since, and it then reads back its
-    /// own bytes; after <see cref="Start"/> every descriptor is stored once. Buffers come back, oldest first,
-    /// from <see cref="ReapInOrder"/>; the caller keeps its own per-buffer state in the same
-    /// order. Not to be mixed with <see cref="TryAdd"/> on one run of the ring.
+    /// descriptor already names the same address and length from an earlier lap (a caller that
+    /// gives each descriptor the same place every lap, as the link's sender does, then writes
+    /// only payload). The descriptor lives in memory the device reads; a store into it waits
+    /// for the line the device last read, and across a bus it is one more posted write. Only
+    /// the device could have changed the descriptor since, and it then reads back its own
+    /// bytes; after <see cref="Start"/> every descriptor is stored once. Buffers come back,
+    /// oldest first, from <see cref="ReapInOrder"/>; the caller keeps its own per-buffer state
+    /// in the same order. Not to be mixed with <see cref="TryAdd"/> on one run of the ring.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryAddInOrder(GuestBuffer buffer)

@@ -12,13 +12,13 @@ namespace PciVirtio.Bridge.Link;
 /// out leave room, and the frames after it follow on, going back to 0 only when the end of the
 /// area is reached. Frames of one length therefore keep their places lap after lap, and the
 /// descriptor naming each is not written again (<c>SplitQueueDriver.TryAddInOrder</c>): with
-/// two threads in the link benchmark the sender's store into a descriptor line the receiver read a
-/// lap earlier was 5–9 ns of its 41 per 1500-byte frame (docs/link-benchmark.md). The places
-/// in use stay within one lap's bytes (256 frames of 1500 bytes: 384 KiB) rather than
-/// cycling through the whole area, and no division is on the per-frame
-/// path. Before, the ring went back to 0 as soon as the bytes before the oldest frame out
-/// were as many as those out: a smaller set of places, but one whose places moved from lap to
-/// lap, so every descriptor was written again.
+/// two threads in the link benchmark the sender's store into a descriptor line the receiver
+/// read a lap earlier was 5–9 ns of its 41 per 1500-byte frame (docs/link-benchmark.md). When a
+/// lap fits in the area the places in use stay within its bytes (256 frames of 1500 bytes: 384
+/// KiB) rather than cycling through the whole area, and no division is on the per-frame path.
+/// Before, the ring went back to 0 as soon as the bytes before the oldest frame out were as
+/// many as those out: a smaller set of places, but one whose places moved from lap to lap, so
+/// every descriptor was written again.
 /// </remarks>
 internal sealed class TransmitBufferRing
 {
