@@ -262,6 +262,18 @@ public sealed class LinkProcessTests(ITestOutputHelper output)
             long Number(string name) => long.Parse(m.Groups[name].Value, CultureInfo.InvariantCulture);
             return new FinalLine(m.Groups["state"].Value, Number("tx"), Number("rx"), Number("up"), Number("down"));
         }
+
+        /// <summary>
+        /// The state as the stop found it. Both ends are stopped at once, and the first to go
+        /// withdraws its offer: the other, still running, may see that before its own SIGTERM
+        /// and go down with "the peer withdrew its offer", as it should. That one down, logged
+        /// after the stop began (<paramref name="sinceStop"/>) and from Up, is the stop's, not
+        /// the run's.
+        /// </summary>
+        public FinalLine AtStop(IEnumerable<string> sinceStop) =>
+            State != "Up" && sinceStop.Any(l => l.Contains("down (was Up): the peer withdrew its offer", StringComparison.Ordinal))
+                ? this with { State = "Up", Downs = Downs - 1 }
+                : this;
     }
 
     /// <summary>One port's hw-sim counters (<c>pcivirtio-hwsim stats --json</c>).</summary>
@@ -399,6 +411,8 @@ public sealed class LinkProcessTests(ITestOutputHelper output)
         /// <summary>SIGTERM to both link processes; their final lines once they exited.</summary>
         public async Task<(FinalLine A, FinalLine B)> StopLinksAsync()
         {
+            int markA = LinkA.Lines.Count;
+            int markB = LinkB.Lines.Count;
             foreach (var link in new[] { LinkA, LinkB })
             {
                 Assert.Equal(0, LinkProcessNative.Kill(link.Pid, LinkProcessNative.SIGTERM));
@@ -413,7 +427,13 @@ public sealed class LinkProcessTests(ITestOutputHelper output)
             var a = FinalLine.Parse("A", LinkA);
             var b = FinalLine.Parse("B", LinkB);
             _log($"final: A {a}; B {b}");
-            return (a, b);
+            var (atStopA, atStopB) = (a.AtStop(LinkA.Lines.Skip(markA)), b.AtStop(LinkB.Lines.Skip(markB)));
+            if (atStopA != a || atStopB != b)
+            {
+                _log($"as the stop found them (the down after the peer withdrew at its stop not counted): A {atStopA}; B {atStopB}");
+            }
+
+            return (atStopA, atStopB);
         }
 
         public async ValueTask DisposeAsync()
