@@ -163,8 +163,8 @@ public readonly struct IoMemoryAccessor(AccessCounters? counters) : IMemoryAcces
     /// <summary>
     /// Copies <paramref name="source"/> into I/O memory: aligned 1/2/4-byte stores up to an
     /// 8-byte boundary, one aligned 8-, 16- and 32-byte store where needed up to the boundary
-    /// of the widest vector (<see cref="CopyStoreWidth"/>), aligned stores of that width for
-    /// the body, and the tail back down the same widths.
+    /// of the widest vector the runtime accelerates (64, 32 or 16 bytes), aligned stores of
+    /// that width for the body, and the tail back down the same widths.
     /// </summary>
     /// <remarks>
     /// Writes across PCIe are posted: nothing waits for them and nothing is read, so a wide
@@ -194,7 +194,7 @@ public readonly struct IoMemoryAccessor(AccessCounters? counters) : IMemoryAcces
             stores++;
         }
 
-        if (n - i >= WideCopyMinimum && CopyStoreWidth > 8)
+        if (n - i >= WideCopyMinimum)
         {
             i = CopyWide(destination, source, i, out int wide);
             stores += wide;
@@ -226,15 +226,10 @@ public readonly struct IoMemoryAccessor(AccessCounters? counters) : IMemoryAcces
     /// reaching the vector alignment would take most of them anyway.</summary>
     private const int WideCopyMinimum = 64;
 
-    /// <summary>The widest store a copy into I/O memory makes: 64, 32 or 16 bytes (the widest
-    /// vector the runtime accelerates), or 8 without vectors.</summary>
-    public static int CopyStoreWidth { get; } =
-        Vector512.IsHardwareAccelerated ? 64 : Vector256.IsHardwareAccelerated ? 32 : Vector128.IsHardwareAccelerated ? 16 : 8;
-
     /// <summary>The vector body of <see cref="CopyTo"/>, from byte <paramref name="i"/> (the
     /// destination 8-byte aligned there, at least <see cref="WideCopyMinimum"/> bytes left);
     /// returns where the 8-byte tail starts, and in <paramref name="stores"/> how many stores
-    /// it made.</summary>
+    /// it made (none, and <paramref name="i"/> back, without vectors).</summary>
     /// <remarks>
     /// <para>The destination is brought to the widest alignment by one store of each smaller
     /// width (8, 16, 32 bytes) where its address needs it, the body is the widest vectors,
