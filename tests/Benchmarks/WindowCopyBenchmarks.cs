@@ -20,6 +20,7 @@ public unsafe class WindowCopyBenchmarks
     private const int Area = 1 << 20;
     private byte* _source;
     private byte* _area;
+    private int _stride;
     private int _at;
 
     /// <summary>Frame bytes: a 64-, 1500- and 65535-byte packet after the 12-byte vnet header.</summary>
@@ -29,6 +30,7 @@ public unsafe class WindowCopyBenchmarks
     [GlobalSetup]
     public void Setup()
     {
+        _stride = (FrameBytes + 63) & ~63;
         _source = (byte*)NativeMemory.AlignedAlloc((nuint)FrameBytes, 64);
         _area = (byte*)NativeMemory.AlignedAlloc(Area, 4096);
         var source = new Span<byte>(_source, FrameBytes);
@@ -71,9 +73,8 @@ public unsafe class WindowCopyBenchmarks
     /// <summary>The next 64-aligned place for a frame, back to 0 at the end of the area.</summary>
     private int Next()
     {
-        int stride = (FrameBytes + 63) & ~63;
         int at = _at;
-        _at = at + (2 * stride) > Area ? 0 : at + stride;
+        _at = at + (2 * _stride) > Area ? 0 : at + _stride;
         return at;
     }
 }
