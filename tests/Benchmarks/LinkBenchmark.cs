@@ -28,7 +28,7 @@ namespace PciVirtio.Benchmarks;
 /// </summary>
 public static partial class LinkBenchmark
 {
-    private const ulong WindowSize = 8 << 20;
+    private const ulong WindowSize = 16 << 20;
     private const string Usage = "usage: Benchmarks link [--seconds S] [--sizes 64,1500,65535] [--modes doorbells,busy-poll] [--check full|sequence|length] [--one-thread] [--linger US] [--tcp-seconds S] [--no-tcp]";
 
     public static async Task<int> RunAsync(string[] args)
@@ -178,7 +178,7 @@ public static partial class LinkBenchmark
             double copy = CopyLimit(VirtioNetHeader.Size + size, area, seconds, token);
             Console.Error.WriteLine($"link benchmark: two-thread ring at {size} bytes");
             double ringBefore = LineRoundTrip(token);
-            double ring = TwoThreadRing(VirtioNetHeader.Size + size, area, check, seconds, token);
+            double ring = TwoThreadRing(VirtioNetHeader.Size + size, area, offer.QueueSize, check, seconds, token);
             double ringAfter = LineRoundTrip(token);
             foreach (var r in rows.Where(r => r.Size == size))
             {
@@ -231,20 +231,21 @@ public static partial class LinkBenchmark
     /// <summary>
     /// Frames per second of the least two threads can do to pass frames: a bare
     /// single-producer, single-consumer ring over the same area, no descriptors, no
-    /// notifications. One thread copies each frame into the next 64-aligned place and
-    /// publishes its index every 32 frames; the other checks each frame's first and last
+    /// notifications. One thread copies each frame into the next 64-aligned place (of as
+    /// many as the link's ring has entries, <paramref name="places"/>, so a lap spans as many
+    /// bytes as the link's) and publishes its index every 32 frames; the other checks each frame's first and last
     /// bytes (or less, as <paramref name="check"/> says), as the link's receiver here does,
     /// and hands the places back per batch. What it
     /// costs beyond <see cref="CopyLimit"/> is the cache lines crossing between the CPUs: the
     /// yardstick for any link between two threads on this machine.
     /// </summary>
-    private static double TwoThreadRing(int frameLength, int area, FrameCheck check, double seconds, CancellationToken token)
+    private static double TwoThreadRing(int frameLength, int area, int places, FrameCheck check, double seconds, CancellationToken token)
     {
         const int Publish = 32;
         var source = AlignedBuffer(frameLength);
         var target = AlignedBuffer(area);
         int stride = (frameLength + 63) & ~63;
-        long slots = Math.Min(256, area / stride);
+        long slots = Math.Min(places, area / stride); // as many places as the link's ring, where they fit
         var indices = new long[32]; // produced at [0], consumed at [16]: separate lines
         bool stop = false;
         long bad = 0;

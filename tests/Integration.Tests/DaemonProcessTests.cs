@@ -431,9 +431,9 @@ public sealed class DaemonProcessTests(ITestOutputHelper output)
 
         private async Task StartAsync()
         {
-            // The bridge (pcivirtio's own 'sim serve'): one 8 MiB window each way; --duration
+            // The bridge (pcivirtio's own 'sim serve'): one 16 MiB window each way; --duration
             // is a backstop should this process die without killing it.
-            _hwSim = HostProcess.Start(Executable.Pcivirtio.Value, ["sim", "serve", "--socket", HwSimSocket, "--windows", "1", "--window-size", "8388608", "--duration", "140"], _log);
+            _hwSim = HostProcess.Start(Executable.Pcivirtio.Value, ["sim", "serve", "--socket", HwSimSocket, "--windows", "1", "--window-size", "16777216", "--duration", "140"], _log);
             await _hwSim.WaitForLineAsync(l => l.StartsWith("hw-sim: serving on", StringComparison.Ordinal), StartTimeout);
 
             string config = Path.Combine(_directory.FullName, "pcivirtio.json");

@@ -34,9 +34,9 @@ public sealed partial class LinkGuestPairTests(PcivirtioAotProgram program, ITes
     /// <summary>Vector 0 carries link events, 1 and 2 the two doorbell bits of the one queue pair.</summary>
     private const int Vectors = 3;
 
-    /// <summary>4 MiB: two halves of 2 MiB, each a 4 KiB link area and a window that holds the
-    /// default layout (1 pair, 256 slots of 4096 B: 1,056,768 bytes).</summary>
-    private const ulong SharedMemorySize = 4 << 20;
+    /// <summary>32 MiB: two halves of 16 MiB, each a 4 KiB link area and a window that holds
+    /// the default layout (1 pair, 4096 slots of 2048 B and the rings: 8,499,200 bytes).</summary>
+    private const ulong SharedMemorySize = 32 << 20;
 
     private const string Marker = "LINK-GUEST: ";
 
@@ -68,7 +68,8 @@ public sealed partial class LinkGuestPairTests(PcivirtioAotProgram program, ITes
         output.WriteLine($"guest kernel {environment.KernelPackage} ({environment.Kernel}); prepare.sh took {environment.PrepareResult.Duration.TotalSeconds:0.0} s");
 
         // The device must hold what pcivirtio link offers by default, in each direction.
-        ulong layout = LinkLayout.Compute(new LinkParameters()).Size;
+        var defaults = new LinkParameters();
+        ulong layout = LinkLayout.Compute(defaults).Size;
         ulong window = (SharedMemorySize / 2) - IvshmemLinkArea.Size;
         Assert.True(layout <= window, $"the default layout needs {layout} bytes; each window of {SharedMemorySize} bytes of shared memory has {window}");
 
@@ -103,7 +104,7 @@ public sealed partial class LinkGuestPairTests(PcivirtioAotProgram program, ITes
             {
                 string[] lines = [.. VfioGuest.ProgramLines(vm)];
                 Assert.Contains(lines, l => l.StartsWith(Marker + "started ", StringComparison.Ordinal) && l.Contains($"hw=vfio:{ready[vm == a ? 0 : 1].Bdf}", StringComparison.Ordinal));
-                Assert.Contains(lines, l => l.Contains("link ntb0: agreed 1 queue pair(s) of 256, 4096-byte buffers", StringComparison.Ordinal));
+                Assert.Contains(lines, l => l.Contains($"link ntb0: agreed 1 queue pair(s) of {defaults.QueueSize}, {defaults.BufferSize}-byte buffers", StringComparison.Ordinal));
                 Assert.Contains(lines, l => l.Contains("link ntb0: up with 1 queue pair(s)", StringComparison.Ordinal));
             }
 

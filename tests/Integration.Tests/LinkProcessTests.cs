@@ -462,9 +462,9 @@ public sealed class LinkProcessTests(ITestOutputHelper output)
 
         private async Task StartAsync()
         {
-            // The bridge: one 8 MiB window each way. --duration is a backstop should this
+            // The bridge: one 16 MiB window each way. --duration is a backstop should this
             // process die without killing it.
-            _hwSim = HostProcess.Start(Executable.HwSim.Value, ["serve", "--socket", Socket, "--windows", "1", "--window-size", "8388608", "--duration", "110"], _log);
+            _hwSim = HostProcess.Start(Executable.HwSim.Value, ["serve", "--socket", Socket, "--windows", "1", "--window-size", "16777216", "--duration", "110"], _log);
             await _hwSim.WaitForLineAsync(l => l.StartsWith("hw-sim: serving on", StringComparison.Ordinal), StartTimeout);
             NamespaceA = await NetNamespace.CreateAsync("pcvla", _log);
             NamespaceB = await NetNamespace.CreateAsync("pcvlb", _log);

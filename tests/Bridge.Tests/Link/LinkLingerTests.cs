@@ -18,7 +18,10 @@ public sealed class LinkLingerTests
     public void While_both_ends_linger_frames_and_returned_buffers_cross_without_a_doorbell_even_with_every_doorbell_lost()
     {
         var clock = new ManualTime();
-        using var pair = Up(new LinkPair(linger: TimeSpan.FromMilliseconds(1), clock: clock));
+
+        // A 256-entry ring, so the 600 frames below run a out of space.
+        var offer = new LinkParameters { QueueSize = 256 };
+        using var pair = Up(new LinkPair(offer, offer, linger: TimeSpan.FromMilliseconds(1), clock: clock));
 
         // The clock stands still: b's ring ran dry when the link came up, and b lingers on.
         // The first frame still brings a kick: with EVENT_IDX a fresh ring's avail_event is 0,

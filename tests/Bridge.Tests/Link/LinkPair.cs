@@ -13,7 +13,7 @@ public sealed class LinkPair : IDisposable
 {
     /// <param name="linger">Both ends' linger; the default when null.</param>
     /// <param name="clock">Both ends' clock for the linger; the system's when null.</param>
-    public LinkPair(LinkParameters? offerA = null, LinkParameters? offerB = null, ulong windowSize = 4 << 20, bool pollA = false, bool pollB = false,
+    public LinkPair(LinkParameters? offerA = null, LinkParameters? offerB = null, ulong windowSize = 16 << 20, bool pollA = false, bool pollB = false,
         TimeSpan? linger = null, TimeProvider? clock = null)
     {
         Device = HwSimDevice.Create(windows: 1, windowSize: windowSize);

@@ -22,7 +22,7 @@ public sealed class LinkRestartTests(ITestOutputHelper output)
     [Fact]
     public void A_peer_restarted_between_two_ticks_is_agreed_with_and_the_link_comes_up_again()
     {
-        using var device = HwSimDevice.Create(windows: 1, windowSize: 4 << 20);
+        using var device = HwSimDevice.Create(windows: 1, windowSize: 16 << 20);
         using var a = new Side("a", device.OpenPort(0));
         using var b = new Side("b", device.OpenPort(1));
 

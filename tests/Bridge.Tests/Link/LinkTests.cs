@@ -85,8 +85,9 @@ public sealed class LinkTests(ITestOutputHelper output)
     [Fact]
     public void Big_frames_are_published_a_quarter_of_the_buffer_area_at_a_time_without_waiting_for_the_flush()
     {
-        // 1 MiB of receive buffers (the default offer): four 64 KiB frames are a quarter.
-        using var pair = new LinkPair();
+        // 1 MiB of receive buffers: four 64 KiB frames are a quarter.
+        var offer = new LinkParameters { QueueSize = 256, BufferSize = 4096 };
+        using var pair = new LinkPair(offer, offer);
         pair.Start();
         Assert.True(pair.WaitUntilUp(UpTimeout));
         var frames = Enumerable.Range(0, 5).Select(i => LinkPair.Frame(i, 65535)).ToList();

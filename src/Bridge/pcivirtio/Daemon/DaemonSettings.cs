@@ -103,11 +103,11 @@ public sealed class LinkEndSettings
     /// <summary>Queue pairs offered to the peer.</summary>
     public int Queues { get; set; } = 1;
 
-    /// <summary>Ring size offered, a power of two.</summary>
-    public int QueueSize { get; set; } = 256;
+    /// <summary>Ring size offered, a power of two (the default is LinkParameters').</summary>
+    public int QueueSize { get; set; } = new Bridge.Link.LinkParameters().QueueSize;
 
-    /// <summary>Receive buffer bytes per ring slot.</summary>
-    public int BufferSize { get; set; } = 4096;
+    /// <summary>Receive buffer bytes per ring slot (the default is LinkParameters').</summary>
+    public int BufferSize { get; set; } = new Bridge.Link.LinkParameters().BufferSize;
 
     /// <summary>Busy-poll the rings instead of doorbells.</summary>
     public bool Poll { get; set; }

@@ -19,7 +19,7 @@ namespace PciVirtio.Host.Demo;
 /// </summary>
 internal sealed class LinkDemo(TextWriter output, TimeSpan duration, bool forcePackets)
 {
-    private const ulong WindowSize = 8 << 20;
+    private const ulong WindowSize = 16 << 20;
 
     public int Run()
     {
