@@ -85,8 +85,8 @@ public sealed class ConfigurationTests : IDisposable
         Assert.Equal(1500, plain.Mtu);
         Assert.Null(plain.Address);
         Assert.Equal(1, plain.Queues);
-        Assert.Equal(256, plain.QueueSize);
-        Assert.Equal(4096, plain.BufferSize);
+        Assert.Equal(4096, plain.QueueSize); // LinkParameters' defaults
+        Assert.Equal(2048, plain.BufferSize);
         Assert.False(plain.Poll);
         Assert.Equal(20, plain.LingerMicroseconds);
     }
