@@ -48,7 +48,7 @@ public static class HwSimCommandLine
     private static int Serve(Options o)
     {
         int windows = o.Int("--windows", 2);
-        ulong windowSize = o.ULong("--window-size", 1 << 20);
+        ulong windowSize = o.ULong("--window-size", 16 << 20); // holds the link's default layout (8.1 MiB)
         using var device = HwSimDevice.Create(windows, windowSize);
         using var server = new HwSimServer(o.Required("--socket"), device, o.Get("--ivshmem-socket"), o.Int("--ivshmem-vectors", 2), o.Int("--ivshmem-max-peers", 16));
         using var stop = new ManualResetEventSlim();

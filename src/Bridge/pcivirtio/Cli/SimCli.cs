@@ -27,7 +27,7 @@ internal static class SimCli
     {
         var socket = Socket("Unix socket the link ends connect to (link --hw hw-sim:SOCKET#PORT)");
         var windows = CliOptions.Int("--windows", "Memory windows per port", 1, 8, 2);
-        var windowSize = new Option<ulong>("--window-size") { Description = "Bytes per window", DefaultValueFactory = _ => 1UL << 20 };
+        var windowSize = new Option<ulong>("--window-size") { Description = "Bytes per window", DefaultValueFactory = _ => 16UL << 20 }; // holds the link's default layout (8.1 MiB)
         windowSize.Validators.Add(r =>
         {
             if (CliOptions.Converted(r.GetValueOrDefault<ulong>, out ulong v) && (v < 4096 || v > (1UL << 30) || (v & (v - 1)) != 0))
