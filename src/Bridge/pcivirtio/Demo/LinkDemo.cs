@@ -61,7 +61,7 @@ internal sealed class LinkDemo(TextWriter output, TimeSpan duration, bool forceP
                 Ip($"-n {ns} link set {tap} up");
             }
 
-            output.WriteLine($"hw-sim NTB with an {WindowSize >> 20} MiB window each way; host A = namespace {nsA} ({tapA}, 10.99.0.1), host B = namespace {nsB} ({tapB}, 10.99.0.2), MTU 9000");
+            output.WriteLine($"hw-sim NTB with a {WindowSize >> 20} MiB window each way; host A = namespace {nsA} ({tapA}, 10.99.0.1), host B = namespace {nsB} ({tapB}, 10.99.0.2), MTU 9000");
             // Up in a snapshot, the link may still go down before its parameters are read (a
             // renegotiation at start): wait for it again then, within the same time.
             var upBy = Stopwatch.StartNew();
