@@ -78,8 +78,10 @@ public sealed record LinkParameters
     /// writes that place again. The store then takes the line from the shared cache instead
     /// of waiting for the receiving core to give it up. With 256 entries (a 384 KiB lap) the
     /// lines are still there, and two CPUs passing 1500-byte frames that the receiver reads
-    /// moved half as many (docs/link-benchmark.md). A deep ring costs window space, not speed:
-    /// the rings of 4096 entries take 104 KiB.</summary>
+    /// moved half as many (docs/link-benchmark.md). The rings of 4096 entries take 104 KiB of
+    /// window. A lap that no longer fits a core's cache costs where no line changes CPU: both
+    /// ends on one core, or a receiver that reads none of the payload, went 10–20% slower, and
+    /// such a user offers a smaller ring (the smaller offer wins).</summary>
     public int QueueSize { get; init; } = 4096;
 
     /// <summary>Bytes of receive-buffer space per queue slot: a frame takes as many
