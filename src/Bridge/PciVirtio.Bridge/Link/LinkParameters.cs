@@ -80,7 +80,7 @@ public sealed record LinkParameters
     /// lines are still there, and two CPUs passing 1500-byte frames that the receiver reads
     /// moved half as many (docs/link-benchmark.md). The rings of 4096 entries take 104 KiB of
     /// window. A lap that no longer fits a core's cache costs where no line changes CPU: both
-    /// ends on one core, or a receiver that reads none of the payload, went 10–20% slower, and
+    /// ends on one core, or a receiver that reads none of the payload, went 10–25% slower, and
     /// such a user offers a smaller ring (the smaller offer wins).</summary>
     public int QueueSize { get; init; } = 4096;
 
