@@ -14,8 +14,10 @@ namespace PciVirtio.Bridge.Link;
 /// descriptor naming each is not written again (<c>SplitQueueDriver.TryAddInOrder</c>): with
 /// two threads in the link benchmark the sender's store into a descriptor line the receiver
 /// read a lap earlier was 5–9 ns of its 41 per 1500-byte frame (docs/link-benchmark.md). When a
-/// lap fits in the area the places in use stay within its bytes (256 frames of 1500 bytes: 384
-/// KiB) rather than cycling through the whole area, and no division is on the per-frame path.
+/// lap fits in the area the places in use stay within its bytes (4096 frames of 1500 bytes, the
+/// default ring: 6 MiB of the 8 MiB area) rather than cycling through the whole area, and no
+/// division is on the per-frame path. How long the lap is matters as well: see
+/// LinkParameters.QueueSize.
 /// Before, the ring went back to 0 as soon as the bytes before the oldest frame out were as
 /// many as those out: a smaller set of places, but one whose places moved from lap to lap, so
 /// every descriptor was written again.
