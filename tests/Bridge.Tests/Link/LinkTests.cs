@@ -58,6 +58,22 @@ public sealed class LinkTests(ITestOutputHelper output)
         Assert.True(a.Writes > 0 && b.Writes > 0);
     }
 
+    [Fact]
+    public void Default_offers_over_windows_too_small_for_the_default_ring_agree_on_a_smaller_one_and_carry_frames()
+    {
+        // 4 MiB windows hold 1024 entries of 2048 B, not the default 4096: both ends halve the
+        // ring to what fits (LinkParameters.Agree) instead of failing.
+        using var pair = new LinkPair(windowSize: 4 << 20);
+        pair.Start();
+        Assert.True(pair.WaitUntilUp(UpTimeout), pair.A.OnLoop(() => pair.A.Link.Problem) ?? "not up");
+        Assert.Equal(1024, pair.A.OnLoop(() => pair.A.Link.Agreed!.QueueSize));
+        Assert.Equal(1024, pair.B.OnLoop(() => pair.B.Link.Agreed!.QueueSize));
+        var frames = Enumerable.Range(0, 3000).Select(i => LinkPair.Frame(i, 64 + (i % 1400))).ToList();
+        Assert.Equal(frames.Count, pair.A.SendAll(frames));
+        Assert.True(SpinWait.SpinUntil(() => pair.B.ReceivedCount == frames.Count, UpTimeout), $"{pair.B.ReceivedCount}");
+        Assert.Equal(frames, pair.B.Received);
+    }
+
     [Theory]
     [InlineData(LinkFeatures.EventIdx | LinkFeatures.VnetHeader | LinkFeatures.InOrder)]
     [InlineData(LinkFeatures.EventIdx | LinkFeatures.VnetHeader)]

@@ -156,14 +156,31 @@ public sealed record LinkParameters
         Epoch = readLocal(LinkScratchpad.Epoch),
     };
 
-    /// <summary>What both sides use: the smaller of each size, the features both offer.
-    /// Both sides compute the same result from the same two offers.</summary>
-    public static LinkParameters Agree(LinkParameters a, LinkParameters b) => new()
+    /// <summary>What both sides use: the smaller of each size, the features both offer; then,
+    /// while the layout of that does not fit the smaller of the two windows the offers name,
+    /// the queue size halved (not below <see cref="MinQueueSize"/>). Both sides compute the
+    /// same result from the same two offers, in either order: the fit uses only the window
+    /// sizes written in the offers, never what one side's hardware maps of the other's. The
+    /// deep default ring thus shrinks to what a small window holds instead of failing (a
+    /// 4 MiB window gets 1024 entries, a 1 MiB one 256); what does not fit even at the
+    /// smallest ring is left for the caller to refuse, naming the sizes.</summary>
+    public static LinkParameters Agree(LinkParameters a, LinkParameters b)
     {
-        QueuePairs = Math.Min(a.QueuePairs, b.QueuePairs),
-        QueueSize = Math.Min(a.QueueSize, b.QueueSize),
-        BufferSize = Math.Min(a.BufferSize, b.BufferSize),
-        Mtu = Math.Min(a.Mtu, b.Mtu),
-        Features = a.Features & b.Features & (LinkFeatures.EventIdx | LinkFeatures.VnetHeader | LinkFeatures.InOrder),
-    };
+        var agreed = new LinkParameters
+        {
+            QueuePairs = Math.Min(a.QueuePairs, b.QueuePairs),
+            QueueSize = Math.Min(a.QueueSize, b.QueueSize),
+            BufferSize = Math.Min(a.BufferSize, b.BufferSize),
+            Mtu = Math.Min(a.Mtu, b.Mtu),
+            Features = a.Features & b.Features & (LinkFeatures.EventIdx | LinkFeatures.VnetHeader | LinkFeatures.InOrder),
+        };
+
+        ulong window = Math.Min(a.WindowSize, b.WindowSize);
+        while (window != 0 && agreed.QueueSize > MinQueueSize && LinkLayout.Compute(agreed).Size > window)
+        {
+            agreed = agreed with { QueueSize = agreed.QueueSize / 2 };
+        }
+
+        return agreed;
+    }
 }
