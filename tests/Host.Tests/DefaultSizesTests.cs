@@ -8,9 +8,9 @@ namespace PciVirtio.Host.Tests;
 /// <summary>
 /// The sizes the commands use when none are given fit together: `pcivirtio link` offers the
 /// protocol's defaults, and the windows `pcivirtio sim serve` makes by default hold the layout
-/// of that offer, so the two run together without a size on either command line. Raising
-/// the ring's defaults without the window (or the other way round) fails here, not at a
-/// user's handshake.
+/// of that offer, so the two run the full default ring without a size on either command line.
+/// Raising the ring's defaults without the window (or the other way round) would have every
+/// handshake halve the ring to fit (LinkParameters.Agree); it fails here instead.
 /// </summary>
 public sealed partial class DefaultSizesTests
 {
