@@ -70,6 +70,12 @@ public sealed record LinkParameters
     public const int MaxQueueSize = 4096;
     public const int MaxQueuePairs = 16;
 
+    /// <summary>The default of <see cref="QueueSize"/> (why so deep: there).</summary>
+    public const int DefaultQueueSize = 4096;
+
+    /// <summary>The default of <see cref="BufferSize"/>.</summary>
+    public const int DefaultBufferSize = 2048;
+
     public int QueuePairs { get; init; } = 1;
 
     /// <summary>Entries per ring. The default is deep on purpose: the sender gives each
@@ -82,14 +88,14 @@ public sealed record LinkParameters
     /// window. A lap that no longer fits a core's cache costs where no line changes CPU: both
     /// ends on one core, or a receiver that reads none of the payload, went 10–25% slower, and
     /// such a user offers a smaller ring (the smaller offer wins).</summary>
-    public int QueueSize { get; init; } = 4096;
+    public int QueueSize { get; init; } = DefaultQueueSize;
 
     /// <summary>Bytes of receive-buffer space per queue slot: a frame takes as many
     /// contiguous bytes of the receiver's buffer area as it is long, and the area holds
     /// <see cref="QueueSize"/> × this many (8 MiB with the defaults, so a queue pair needs a
     /// 16 MiB window). 1536, an area exactly one lap of MTU-sized frames, moved 15% fewer
     /// 1500-byte frames between two CPUs than 2048 in the link benchmark.</summary>
-    public int BufferSize { get; init; } = 2048;
+    public int BufferSize { get; init; } = DefaultBufferSize;
 
     /// <summary>Bytes of the inbound window the writer exposes.</summary>
     public ulong WindowSize { get; init; }

@@ -18,8 +18,8 @@ internal static class LinkCli
         var mtu = CliOptions.Int("--mtu", "MTU of the TAP", SettingsValidator.MinMtu, SettingsValidator.MaxTapMtu, 1500);
         var address = CliOptions.Text("--address", "Address to give the TAP, e.g. 10.77.0.1/24 (runs ip addr add)");
         var queues = CliOptions.Int("--queues", "Queue pairs to offer", 1, LinkParameters.MaxQueuePairs, 1);
-        var queueSize = CliOptions.Int("--queue-size", "Ring size to offer, a power of two", LinkParameters.MinQueueSize, LinkParameters.MaxQueueSize, new LinkParameters().QueueSize);
-        var bufferSize = CliOptions.Int("--buffer-size", "Receive buffer bytes per ring slot, a multiple of 64", SettingsValidator.MinBufferSize, SettingsValidator.MaxBufferSize, new LinkParameters().BufferSize);
+        var queueSize = CliOptions.Int("--queue-size", "Ring size to offer, a power of two", LinkParameters.MinQueueSize, LinkParameters.MaxQueueSize, LinkParameters.DefaultQueueSize);
+        var bufferSize = CliOptions.Int("--buffer-size", "Receive buffer bytes per ring slot, a multiple of 64", SettingsValidator.MinBufferSize, SettingsValidator.MaxBufferSize, LinkParameters.DefaultBufferSize);
         var duration = CliOptions.OptionalSeconds("--duration", "Stop after this many seconds (default: on SIGINT/SIGTERM)");
         var stats = CliOptions.Seconds("--stats", "Print state and throughput every this many seconds (0: never)", 1, zeroAllowed: true);
         var poll = CliOptions.Flag("--poll", "Busy-poll the rings (lowest latency, one core spins) instead of doorbells");

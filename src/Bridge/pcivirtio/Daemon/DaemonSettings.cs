@@ -104,10 +104,10 @@ public sealed class LinkEndSettings
     public int Queues { get; set; } = 1;
 
     /// <summary>Ring size offered, a power of two (the default is LinkParameters').</summary>
-    public int QueueSize { get; set; } = new Bridge.Link.LinkParameters().QueueSize;
+    public int QueueSize { get; set; } = Bridge.Link.LinkParameters.DefaultQueueSize;
 
     /// <summary>Receive buffer bytes per ring slot (the default is LinkParameters').</summary>
-    public int BufferSize { get; set; } = new Bridge.Link.LinkParameters().BufferSize;
+    public int BufferSize { get; set; } = Bridge.Link.LinkParameters.DefaultBufferSize;
 
     /// <summary>Busy-poll the rings instead of doorbells.</summary>
     public bool Poll { get; set; }
