@@ -274,19 +274,7 @@ public readonly struct IoMemoryAccessor(AccessCounters? counters) : IMemoryAcces
                 Vector512.LoadUnsafe(ref from, (nuint)i).StoreAligned((byte*)(destination + i));
             }
 
-            if (n - i >= 32)
-            {
-                Vector256.LoadUnsafe(ref from, (nuint)i).StoreAligned((byte*)(destination + i));
-                i += 32;
-                stores++;
-            }
-
-            if (n - i >= 16)
-            {
-                Vector128.LoadUnsafe(ref from, (nuint)i).StoreAligned((byte*)(destination + i));
-                i += 16;
-                stores++;
-            }
+            stores += FinishBelow64(destination, ref from, ref i, n);
         }
         else if (Vector256.IsHardwareAccelerated)
         {
@@ -310,12 +298,7 @@ public readonly struct IoMemoryAccessor(AccessCounters? counters) : IMemoryAcces
                 Vector256.LoadUnsafe(ref from, (nuint)i).StoreAligned((byte*)(destination + i));
             }
 
-            if (n - i >= 16)
-            {
-                Vector128.LoadUnsafe(ref from, (nuint)i).StoreAligned((byte*)(destination + i));
-                i += 16;
-                stores++;
-            }
+            stores += FinishBelow32(destination, ref from, ref i, n);
         }
         else if (Vector128.IsHardwareAccelerated)
         {
@@ -369,6 +352,34 @@ public readonly struct IoMemoryAccessor(AccessCounters? counters) : IMemoryAcces
         }
 
         return stores;
+    }
+
+    // The steps back down after the body (fewer than 64 or 32 bytes left of n): one store of
+    // each smaller vector width that still fits, leaving under 16 bytes for the 8-byte tail;
+    // each returns how many it made.
+    private static unsafe int FinishBelow32(nint destination, ref byte from, ref int i, int n)
+    {
+        if (n - i < 16)
+        {
+            return 0;
+        }
+
+        Vector128.LoadUnsafe(ref from, (nuint)i).StoreAligned((byte*)(destination + i));
+        i += 16;
+        return 1;
+    }
+
+    private static unsafe int FinishBelow64(nint destination, ref byte from, ref int i, int n)
+    {
+        int stores = 0;
+        if (n - i >= 32)
+        {
+            Vector256.LoadUnsafe(ref from, (nuint)i).StoreAligned((byte*)(destination + i));
+            i += 32;
+            stores++;
+        }
+
+        return stores + FinishBelow32(destination, ref from, ref i, n);
     }
 
     /// <summary>Largest naturally aligned access at <paramref name="address"/> that fits in
