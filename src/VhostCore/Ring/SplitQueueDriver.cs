@@ -343,15 +343,26 @@ public sealed class SplitQueueDriver<TAccess> : QueueEndpoint
         ulong word = buffer.Length; // flags none, next 0
         if (written != buffer.Address || Unsafe.Add(ref written, 1) != word)
         {
-            WriteDesc(_memory.Access, _ring.Desc + (head * SplitRingLayout.DescSize), buffer.Address, buffer.Length, VirtqDescFlags.None, 0);
-            written = buffer.Address;
-            Unsafe.Add(ref written, 1) = word;
+            WriteInOrderDesc(head, buffer);
         }
 
         _inFlight++;
         _numFree--;
         _availShadow++;
         return true;
+    }
+
+    /// <summary>Stores descriptor <paramref name="head"/> for <paramref name="buffer"/> and
+    /// remembers it. Out of line: the accessor it passes is a struct copy, and a caller
+    /// that inlines <see cref="TryAddInOrder"/> would otherwise clear room for it on every
+    /// call, stores on a path whose descriptors are mostly not written at all.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void WriteInOrderDesc(int head, GuestBuffer buffer)
+    {
+        WriteDesc(_memory.Access, _ring.Desc + (head * SplitRingLayout.DescSize), buffer.Address, buffer.Length, VirtqDescFlags.None, 0);
+        ref ulong written = ref _descWritten[2 * head];
+        written = buffer.Address;
+        Unsafe.Add(ref written, 1) = buffer.Length;
     }
 
     /// <summary>

@@ -176,17 +176,55 @@ public sealed class TransmitBufferRingTests
     }
 
     [Fact]
-    public void A_frame_that_never_went_out_gives_back_its_slot_and_bytes_to_the_next()
+    public void Finding_a_place_takes_nothing_until_it_is_taken()
     {
         var ring = new TransmitBufferRing(4096, 8);
-        Assert.True(ring.TryAllocate(100, out _, out int first));
-        Assert.True(ring.TryAllocate(100, out ulong at, out int slot));
-        ring.Unallocate(slot);
-        Assert.Equal(1, ring.InFlight);
-        Assert.True(ring.TryAllocate(100, out ulong again, out int slotAgain));
-        Assert.Equal((at, slot), (again, slotAgain));
+        Assert.True(ring.TryAllocate(100, out _, out _));
 
-        // Only the last allocation can be taken back.
-        Assert.Throws<InvalidOperationException>(() => ring.Unallocate(first));
+        // Found twice (a frame that did not go out, then the next one): the same place and
+        // slot, nothing handed out.
+        ulong found = ring.Find(100);
+        Assert.Equal(found, ring.Find(100));
+        Assert.Equal(1, ring.InFlight);
+        int slot = ring.NextSlot;
+        ring.Take(found, 100);
+        Assert.Equal(2, ring.InFlight);
+        Assert.True(ring.TryAllocate(100, out ulong next, out int nextSlot));
+        Assert.Equal(((slot + 1) & 7, found + 128), (nextSlot, next));
+        Assert.True(ring.Release(slot));
+    }
+
+    [Fact]
+    public void A_full_ring_finds_no_room()
+    {
+        var ring = new TransmitBufferRing(4096, 4);
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.True(ring.TryAllocate(64, out _, out _));
+        }
+
+        Assert.Equal(TransmitBufferRing.NoRoom, ring.Find(64)); // every slot out
+        ring.ReleaseOldest(4);
+        Assert.Equal(TransmitBufferRing.NoRoom, ring.Find(8192)); // more than the area
+        Assert.NotEqual(TransmitBufferRing.NoRoom, ring.Find(4096));
+    }
+
+    [Fact]
+    public void A_slot_returned_out_of_order_and_handed_out_again_is_not_done()
+    {
+        // Slot 1 comes back before slot 0; once both are back and the ring has gone round,
+        // slot 1 is out again and must be returnable (its done mark went when it left).
+        var ring = new TransmitBufferRing(4096, 2);
+        Assert.True(ring.TryAllocate(64, out _, out int s0));
+        Assert.True(ring.TryAllocate(64, out _, out int s1));
+        Assert.True(ring.Release(s1));
+        Assert.False(ring.Release(s1)); // twice
+        Assert.True(ring.Release(s0));
+        Assert.True(ring.TryAllocate(64, out _, out int again0));
+        Assert.True(ring.TryAllocate(64, out _, out int again1));
+        Assert.Equal((s0, s1), (again0, again1));
+        Assert.True(ring.Release(again1));
+        Assert.True(ring.Release(again0));
+        Assert.Equal(0, ring.InFlight);
     }
 }

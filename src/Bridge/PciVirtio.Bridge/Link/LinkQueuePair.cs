@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
 using PciVirtio.Bridge.Hardware;
 using PciVirtio.VhostCore.Memory;
@@ -26,6 +27,7 @@ internal sealed class LinkQueuePair : INetPort
     private readonly QueueState _state;
     private readonly ulong _txBufferBase;
     private nint _txBufferHost;
+    private readonly NtbMemoryAccessor _txAccess; // the copy is made by the field itself, not a copy of it
     private readonly DescriptorChain[] _chains = new DescriptorChain[Batch];
     private readonly IoSegment[] _segments = new IoSegment[1024];
     private readonly UsedBuffer[] _used = new UsedBuffer[Batch];
@@ -37,12 +39,12 @@ internal sealed class LinkQueuePair : INetPort
     private readonly IoSegment[] _frames = new IoSegment[Batch];
     private readonly ulong _publishEvery;
     private ulong _unpublished; // bytes sent since the last publish
+    private long _unpublishedFrames; // frames sent since the last publish
     private readonly GuestMemory<NtbMemoryAccessor> _rxMemory;
     private int _next;
     private int _count;
     private bool _backendFull;
     private bool _senderWaiting;
-    private bool _published = true;
 
     // The linger (LinkOptions.Linger): a dry receive ring is looked at again on each turn of
     // the loop for this long before the peer is asked for a kick.
@@ -78,6 +80,7 @@ internal sealed class LinkQueuePair : INetPort
         _logger = logger;
         _stats = stats;
         _txMemory = txMemory;
+        _txAccess = txMemory.Access;
         _rxMemory = rxMemory;
         var q = layout[pair];
         _inOrder = (agreed.Features & LinkFeatures.InOrder) != 0;
@@ -125,8 +128,8 @@ internal sealed class LinkQueuePair : INetPort
         _buffers.Reset();
         _next = _count = 0;
         _backendFull = _senderWaiting = false;
-        _published = true;
         _unpublished = 0;
+        _unpublishedFrames = 0;
         _dry = false;
         if (!Tx.Start(_state, _txMemory) || !Rx.Start(_state, _rxMemory))
         {
@@ -159,11 +162,67 @@ internal sealed class LinkQueuePair : INetPort
         Rx.Stop();
         _buffers.Reset();
         _next = _count = 0;
+        _unpublished = 0;
+        _unpublishedFrames = 0;
     }
 
     // ---- sending (the backend delivers a frame to us) ----
 
+    // The path of a frame stores as little as it can besides the frame itself: a sender
+    // that streams frames into lines the other CPU (or the bus) holds spends its time
+    // waiting for those payload stores to leave, and every other store queues behind them
+    // (docs/link-benchmark.md, "Stores per frame"). So the place is found before it is
+    // taken (nothing to undo), the counters are summed per publish, and the accessor is
+    // called where it lies rather than copied out of the memory it belongs to.
+
     public ReceiveResult Receive(ReadOnlySpan<IoSegment> frame, int length)
+    {
+        if (frame.Length == 1 && frame[0].Length >= (uint)length)
+        {
+            // The usual case (a TAP's bounce buffer): one segment.
+            unsafe
+            {
+                return Send(new ReadOnlySpan<byte>((void*)frame[0].Host, length));
+            }
+        }
+
+        return SendGathered(frame, length);
+    }
+
+    /// <summary>Sends one frame held in one span (the packet API, a TAP's bounce buffer):
+    /// copied straight into the peer's window; visible to it after <see cref="Flush"/>.</summary>
+    /// <remarks>Not inlined into its callers: a caller's loop is often inlined into the event
+    /// loop's, where the JIT's budget runs out and the small steps here (finding the place,
+    /// adding the descriptor) would become calls of their own, each saving registers.</remarks>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public ReceiveResult Send(ReadOnlySpan<byte> frame)
+    {
+        int length = frame.Length;
+        if (!Tx.IsRunning)
+        {
+            return ReceiveResult.NoBuffers;
+        }
+
+        if (length > MaxFrame || length < VirtioNetHeader.Size + 14)
+        {
+            return DropLength(length);
+        }
+
+        ulong offset = Tx.FreeDescriptors > 0 ? _buffers.Find((uint)length) : TransmitBufferRing.NoRoom;
+        if (offset == TransmitBufferRing.NoRoom && (offset = FindWhenShort((uint)length)) == TransmitBufferRing.NoRoom)
+        {
+            return ReceiveResult.NoBuffers;
+        }
+
+        // payload → (the driver's release store of avail.idx orders it) → index → doorbell.
+        // The allocator keeps the frame inside the area.
+        _txAccess.CopyTo(_txBufferHost + (nint)offset, frame);
+        return Added(offset, length);
+    }
+
+    /// <summary>A frame in several segments (which may describe more than the frame): exactly
+    /// <paramref name="length"/> bytes of them, gathered into one place.</summary>
+    private ReceiveResult SendGathered(ReadOnlySpan<IoSegment> frame, int length)
     {
         if (!Tx.IsRunning)
         {
@@ -172,115 +231,122 @@ internal sealed class LinkQueuePair : INetPort
 
         if (length > MaxFrame || length < VirtioNetHeader.Size + 14)
         {
-            Dropped($"a {length}-byte frame (the link carries {VirtioNetHeader.Size + 14}..{MaxFrame})");
+            return DropLength(length);
+        }
+
+        long available = 0;
+        foreach (ref readonly var s in frame)
+        {
+            available += s.Length;
+        }
+
+        if (available < length)
+        {
+            Dropped($"a frame said to be {length} bytes came in {available}");
             return ReceiveResult.Dropped;
         }
 
-        ulong offset = 0;
-        int slot = -1;
-        bool ok = Tx.FreeDescriptors > 0 && _buffers.TryAllocate((uint)length, out offset, out slot);
-        if (!ok)
+        ulong offset = Tx.FreeDescriptors > 0 ? _buffers.Find((uint)length) : TransmitBufferRing.NoRoom;
+        if (offset == TransmitBufferRing.NoRoom && (offset = FindWhenShort((uint)length)) == TransmitBufferRing.NoRoom)
         {
-            Reclaim();
-            ok = Tx.FreeDescriptors > 0 && _buffers.TryAllocate((uint)length, out offset, out slot);
-        }
-
-        if (!ok)
-        {
-            // Full: publish what we have, then wait for buffers to come back: by looking at
-            // the used ring for the linger (TxLinger), or at once by asking the peer for a
-            // used doorbell. Re-check first (it may have returned buffers before it saw our
-            // request).
-            _senderWaiting = true;
-            Flush();
-            bool lingering = !Polling && _lingerTicks > 0;
-            if ((Polling || lingering || Tx.EnableInterrupts()) && Reclaim() > 0)
-            {
-                ok = Tx.FreeDescriptors > 0 && _buffers.TryAllocate((uint)length, out offset, out slot);
-            }
-
-            if (!ok)
-            {
-                if (lingering)
-                {
-                    _stallAt = _clock.GetTimestamp();
-                    if (!_txLingerPosted)
-                    {
-                        _txLingerPosted = true;
-                        _post(_txLinger);
-                    }
-                }
-
-                _stats.TxStalls++;
-                return ReceiveResult.NoBuffers;
-            }
-        }
-
-        // payload → (the driver's release store of avail.idx orders it) → index → doorbell.
-        // Segments may describe more than the frame (a backend's whole bounce buffer):
-        // copy exactly length bytes. The allocator keeps the frame inside the area.
-        var access = _txMemory.Access;
-        nint at = _txBufferHost + (nint)offset;
-        int remaining = length;
-        if (frame.Length == 1 && frame[0].Length >= (uint)length)
-        {
-            // The usual case (the packet API, a TAP's bounce buffer): one segment.
-            unsafe
-            {
-                access.CopyTo(at, new ReadOnlySpan<byte>((void*)frame[0].Host, length));
-            }
-
-            remaining = 0;
-        }
-        else
-        {
-            foreach (ref readonly var s in frame)
-            {
-                if (remaining == 0)
-                {
-                    break;
-                }
-
-                int n = (int)Math.Min(s.Length, (uint)remaining);
-                unsafe
-                {
-                    access.CopyTo(at, new ReadOnlySpan<byte>((void*)s.Host, n));
-                }
-
-                at += n;
-                remaining -= n;
-            }
-        }
-
-        if (remaining != 0)
-        {
-            _buffers.Unallocate(slot);
-            Dropped($"a frame said to be {length} bytes came in {length - remaining}");
-            return ReceiveResult.Dropped;
-        }
-
-        var buffer = new GuestBuffer(_txBufferBase + offset, (uint)length);
-        if (!(_inOrder ? Tx.TryAddInOrder(buffer) : Tx.TryAddReadable(buffer, (ulong)slot)))
-        {
-            _buffers.Unallocate(slot);
             return ReceiveResult.NoBuffers;
         }
 
-        _published = false;
-        _stats.TxFrames++;
-        _stats.TxBytes += length - VirtioNetHeader.Size;
+        nint at = _txBufferHost + (nint)offset;
+        int remaining = length;
+        foreach (ref readonly var s in frame)
+        {
+            if (remaining == 0)
+            {
+                break;
+            }
+
+            int n = (int)Math.Min(s.Length, (uint)remaining);
+            unsafe
+            {
+                _txAccess.CopyTo(at, new ReadOnlySpan<byte>((void*)s.Host, n));
+            }
+
+            at += n;
+            remaining -= n;
+        }
+
+        return Added(offset, length);
+    }
+
+    /// <summary>The frame is in its place: describe it to the peer, take the place, count it,
+    /// and publish early when a quarter of the area is written.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ReceiveResult Added(ulong offset, int length)
+    {
+        var buffer = new GuestBuffer(_txBufferBase + offset, (uint)length);
+        if (!(_inOrder ? Tx.TryAddInOrder(buffer) : Tx.TryAddReadable(buffer, (ulong)_buffers.NextSlot)))
+        {
+            // Not reached: running and a free descriptor were checked before the copy.
+            return ReceiveResult.NoBuffers;
+        }
+
+        _buffers.Take(offset, (uint)length);
 
         // Big frames: the caller's batch can take longer to copy than the receiver lingers
         // on a dry ring (15 frames of 64 KiB fill the area); what is written is published
         // once a quarter of the area is, so the receiver has work before it goes back to
         // sleep and has to be kicked.
-        _unpublished += (ulong)length;
-        if (_unpublished >= _publishEvery)
+        _unpublishedFrames++;
+        if ((_unpublished += (ulong)length) >= _publishEvery)
         {
             Flush();
         }
 
         return ReceiveResult.Delivered;
+    }
+
+    /// <summary>No room for <paramref name="length"/> bytes: take what the peer returned, and
+    /// if that is not enough publish what we have and wait for buffers to come back: by
+    /// looking at the used ring for the linger (TxLinger), or at once by asking the peer for a
+    /// used doorbell. Re-checks first (it may have returned buffers before it saw our
+    /// request). <see cref="TransmitBufferRing.NoRoom"/> when the sender must wait.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ulong FindWhenShort(uint length)
+    {
+        Reclaim();
+        ulong offset = Tx.FreeDescriptors > 0 ? _buffers.Find(length) : TransmitBufferRing.NoRoom;
+        if (offset != TransmitBufferRing.NoRoom)
+        {
+            return offset;
+        }
+
+        _senderWaiting = true;
+        Flush();
+        bool lingering = !Polling && _lingerTicks > 0;
+        if ((Polling || lingering || Tx.EnableInterrupts()) && Reclaim() > 0 && Tx.FreeDescriptors > 0)
+        {
+            offset = _buffers.Find(length);
+        }
+
+        if (offset == TransmitBufferRing.NoRoom)
+        {
+            if (lingering)
+            {
+                _stallAt = _clock.GetTimestamp();
+                if (!_txLingerPosted)
+                {
+                    _txLingerPosted = true;
+                    _post(_txLinger);
+                }
+            }
+
+            _stats.TxStalls++;
+        }
+
+        return offset;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ReceiveResult DropLength(int length)
+    {
+        Dropped($"a {length}-byte frame (the link carries {VirtioNetHeader.Size + 14}..{MaxFrame})");
+        return ReceiveResult.Dropped;
     }
 
     public void FlushReceived() => Flush();
@@ -307,12 +373,14 @@ internal sealed class LinkQueuePair : INetPort
     /// <summary>Publishes what we added and rings the peer's kick doorbell if it wants one.</summary>
     public void Flush()
     {
-        if (_published)
+        if (_unpublishedFrames == 0)
         {
             return;
         }
 
-        _published = true;
+        _stats.TxFrames += _unpublishedFrames;
+        _stats.TxBytes += (long)_unpublished - (_unpublishedFrames * VirtioNetHeader.Size);
+        _unpublishedFrames = 0;
         _unpublished = 0;
         Tx.Publish();
         if (Tx.NeedsKick())

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace PciVirtio.Bridge.Link;
 
 /// <summary>
@@ -24,12 +26,14 @@ namespace PciVirtio.Bridge.Link;
 /// </remarks>
 internal sealed class TransmitBufferRing
 {
+    /// <summary>What <see cref="Find"/> returns when the bytes are not free.</summary>
+    public const ulong NoRoom = ulong.MaxValue;
+
     private readonly ulong _size;
     private readonly ulong[] _starts;
-    private readonly bool[] _done;
+    private readonly bool[] _done; // out-of-order returns (Release) only; false for every slot not returned
     private readonly int _slotMask;
     private ulong _head; // where the next frame goes
-    private ulong _headBefore; // _head before the last allocation (Unallocate)
     private ulong _tail; // where the oldest frame out starts (0 when none is out)
     private int _first;
     private int _count;
@@ -49,17 +53,25 @@ internal sealed class TransmitBufferRing
     /// <summary>Bytes of the area.</summary>
     public ulong Size => _size;
 
-    /// <summary>Takes <paramref name="length"/> contiguous bytes; false when they are not free
-    /// (or every slot is out). <paramref name="slot"/> names the frame for <see cref="Release"/>.</summary>
-    public bool TryAllocate(uint length, out ulong offset, out int slot)
+    /// <summary>The slot the next frame gets (the one <see cref="Take"/> hands out).</summary>
+    public int NextSlot => (_first + _count) & _slotMask;
+
+    /// <summary>
+    /// Where <paramref name="length"/> contiguous bytes would go, or <see cref="NoRoom"/>
+    /// when they are not free (or every slot is out). Changes nothing: the sender finds the
+    /// place, writes the frame there, and only then <see cref="Take"/>s it, so a frame that
+    /// does not go out after all (a short gather) leaves nothing to undo, and the frame's
+    /// path stores to this object only what a frame that goes out must.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong Find(uint length)
     {
         ulong need = ((ulong)length + 63) & ~63UL;
-        int next = (_first + _count) & _slotMask;
-        bool lapStart = next == 0;
+        bool lapStart = ((_first + _count) & _slotMask) == 0;
         ulong at;
-        if (_count == _starts.Length)
+        if (_count > _slotMask)
         {
-            at = ulong.MaxValue;
+            return NoRoom;
         }
         else if (_count == 0)
         {
@@ -71,33 +83,47 @@ internal sealed class TransmitBufferRing
             // Frames out in [tail, head): back to 0 at the start of a lap or at the end of the
             // area, when the bytes before tail are enough, else on at head.
             bool end = need <= _size - _head;
-            at = _tail >= need && (lapStart || !end) ? 0 : end ? _head : ulong.MaxValue;
+            at = _tail >= need && (lapStart || !end) ? 0 : end ? _head : NoRoom;
         }
         else
         {
             // Wrapped: frames out in [tail, end) and [0, head); free is [head, tail).
-            at = _tail - _head >= need ? _head : ulong.MaxValue;
+            at = _tail - _head >= need ? _head : NoRoom;
         }
 
-        if (at == ulong.MaxValue || need > _size - at)
+        return at == NoRoom || need > _size - at ? NoRoom : at;
+    }
+
+    /// <summary>Hands out the place <see cref="Find"/> just gave for <paramref name="length"/>
+    /// bytes, as slot <see cref="NextSlot"/>; nothing else may change the ring in between.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Take(ulong offset, uint length)
+    {
+        int slot = (_first + _count) & _slotMask;
+        _head = offset + (((ulong)length + 63) & ~63UL);
+        if (_count == 0)
+        {
+            _tail = offset;
+        }
+
+        _starts[slot] = offset;
+        _count++;
+    }
+
+    /// <summary>Takes <paramref name="length"/> contiguous bytes at once (<see cref="Find"/>
+    /// then <see cref="Take"/>); false when they are not free.</summary>
+    public bool TryAllocate(uint length, out ulong offset, out int slot)
+    {
+        offset = Find(length);
+        if (offset == NoRoom)
         {
             offset = 0;
             slot = -1;
             return false;
         }
 
-        offset = at;
-        _headBefore = _head;
-        _head = at + need;
-        if (_count == 0)
-        {
-            _tail = at;
-        }
-
-        slot = next;
-        _starts[slot] = at;
-        _done[slot] = false;
-        _count++;
+        slot = NextSlot;
+        Take(offset, length);
         return true;
     }
 
@@ -113,6 +139,9 @@ internal sealed class TransmitBufferRing
         _done[slot] = true;
         while (_count > 0 && _done[_first])
         {
+            // Cleared as it leaves, so a slot handed out again starts not done without the
+            // hand-out storing it.
+            _done[_first] = false;
             _first = (_first + 1) & _slotMask;
             _count--;
         }
@@ -120,24 +149,6 @@ internal sealed class TransmitBufferRing
         _tail = _count == 0 ? 0 : _starts[_first];
 
         return true;
-    }
-
-    /// <summary>Takes back the last allocation, <paramref name="slot"/>, whose frame never
-    /// went out: the next frame gets its slot and its bytes, so slots stay in the order the
-    /// frames are sent (a ring in order relies on it).</summary>
-    public void Unallocate(int slot)
-    {
-        if (_count == 0 || slot != ((_first + _count - 1) & _slotMask))
-        {
-            throw new InvalidOperationException($"slot {slot} is not the last one allocated");
-        }
-
-        _count--;
-        _head = _headBefore;
-        if (_count == 0)
-        {
-            _tail = 0;
-        }
     }
 
     /// <summary>The receiver is done with the <paramref name="count"/> oldest frames (a ring
@@ -156,5 +167,6 @@ internal sealed class TransmitBufferRing
         _tail = 0;
         _first = 0;
         _count = 0;
+        Array.Clear(_done);
     }
 }
