@@ -171,9 +171,9 @@ internal sealed class LinkQueuePair : INetPort
     // The path of a frame stores as little as it can besides the frame itself: a sender
     // that streams frames into lines the other CPU (or the bus) holds spends its time
     // waiting for those payload stores to leave, and every other store queues behind them
-    // (docs/link-benchmark.md, "Stores per frame"). So the place is found before it is
-    // taken (nothing to undo), the counters are summed per publish, and the accessor is
-    // called where it lies rather than copied out of the memory it belongs to.
+    // (docs/link-benchmark.md, What changed, night: stores per frame). So the place is
+    // found before it is taken (nothing to undo), the counters are summed per publish, and
+    // the accessor is called where it lies rather than copied out of the object it belongs to.
 
     public ReceiveResult Receive(ReadOnlySpan<IoSegment> frame, int length)
     {
