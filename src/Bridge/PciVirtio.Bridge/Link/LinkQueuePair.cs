@@ -208,8 +208,8 @@ internal sealed class LinkQueuePair : INetPort
             return DropLength(length);
         }
 
-        ulong offset = Tx.FreeDescriptors > 0 ? _buffers.Find((uint)length) : TransmitBufferRing.NoRoom;
-        if (offset == TransmitBufferRing.NoRoom && (offset = FindWhenShort((uint)length)) == TransmitBufferRing.NoRoom)
+        ulong offset = FindPlace((uint)length);
+        if (offset == TransmitBufferRing.NoRoom)
         {
             return ReceiveResult.NoBuffers;
         }
@@ -246,8 +246,8 @@ internal sealed class LinkQueuePair : INetPort
             return ReceiveResult.Dropped;
         }
 
-        ulong offset = Tx.FreeDescriptors > 0 ? _buffers.Find((uint)length) : TransmitBufferRing.NoRoom;
-        if (offset == TransmitBufferRing.NoRoom && (offset = FindWhenShort((uint)length)) == TransmitBufferRing.NoRoom)
+        ulong offset = FindPlace((uint)length);
+        if (offset == TransmitBufferRing.NoRoom)
         {
             return ReceiveResult.NoBuffers;
         }
@@ -301,6 +301,21 @@ internal sealed class LinkQueuePair : INetPort
         return ReceiveResult.Delivered;
     }
 
+    /// <summary>Where a frame of <paramref name="length"/> bytes goes, waiting for room as
+    /// <see cref="FindWhenShort"/> says when there is none; <see cref="TransmitBufferRing.NoRoom"/>
+    /// when the sender must wait.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong FindPlace(uint length)
+    {
+        ulong offset = FindFree(length);
+        return offset != TransmitBufferRing.NoRoom ? offset : FindWhenShort(length);
+    }
+
+    /// <summary>A place for <paramref name="length"/> bytes with a descriptor free for it, as
+    /// things stand; <see cref="TransmitBufferRing.NoRoom"/> when either is short.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong FindFree(uint length) => Tx.FreeDescriptors > 0 ? _buffers.Find(length) : TransmitBufferRing.NoRoom;
+
     /// <summary>No room for <paramref name="length"/> bytes: take what the peer returned, and
     /// if that is not enough publish what we have and wait for buffers to come back: by
     /// looking at the used ring for the linger (TxLinger), or at once by asking the peer for a
@@ -310,7 +325,7 @@ internal sealed class LinkQueuePair : INetPort
     private ulong FindWhenShort(uint length)
     {
         Reclaim();
-        ulong offset = Tx.FreeDescriptors > 0 ? _buffers.Find(length) : TransmitBufferRing.NoRoom;
+        ulong offset = FindFree(length);
         if (offset != TransmitBufferRing.NoRoom)
         {
             return offset;
@@ -319,9 +334,9 @@ internal sealed class LinkQueuePair : INetPort
         _senderWaiting = true;
         Flush();
         bool lingering = !Polling && _lingerTicks > 0;
-        if ((Polling || lingering || Tx.EnableInterrupts()) && Reclaim() > 0 && Tx.FreeDescriptors > 0)
+        if ((Polling || lingering || Tx.EnableInterrupts()) && Reclaim() > 0)
         {
-            offset = _buffers.Find(length);
+            offset = FindFree(length);
         }
 
         if (offset == TransmitBufferRing.NoRoom)
