@@ -67,7 +67,7 @@ internal sealed class TransmitBufferRing
     public ulong Find(uint length)
     {
         ulong need = ((ulong)length + 63) & ~63UL;
-        bool lapStart = ((_first + _count) & _slotMask) == 0;
+        bool lapStart = NextSlot == 0;
         ulong at;
         if (_count > _slotMask)
         {
@@ -99,7 +99,7 @@ internal sealed class TransmitBufferRing
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Take(ulong offset, uint length)
     {
-        int slot = (_first + _count) & _slotMask;
+        int slot = NextSlot;
         _head = offset + (((ulong)length + 63) & ~63UL);
         if (_count == 0)
         {
