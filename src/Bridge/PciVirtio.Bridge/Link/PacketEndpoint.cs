@@ -16,7 +16,6 @@ public sealed class PacketEndpoint : INetBackend
     private readonly INetPort?[] _ports = new INetPort?[LinkParameters.MaxQueuePairs];
     private readonly byte[] _staging = new byte[VirtioNetHeader.MaxFrame]; // a received frame in several segments, gathered
     private readonly bool[] _dirty = new bool[LinkParameters.MaxQueuePairs];
-    private readonly LinkQueuePair?[] _links = new LinkQueuePair?[LinkParameters.MaxQueuePairs]; // the ports that are a link's
 
     /// <summary>Called with each frame the peer sent; return false to refuse it for now
     /// (back-pressure: the link keeps it and offers it again after <see cref="Resume"/>).</summary>
@@ -43,12 +42,12 @@ public sealed class PacketEndpoint : INetBackend
         // as from a TAP's bounce buffer) and keeps no reference to them once this returns.
         // A call of the link itself, not of INetPort: no segment to build, no pin, and one
         // call level less, on a path where each store waits behind the payload's.
-        return _links[pair] is { } link ? link.Send(frame) : SendOther(pair, frame);
+        var port = _ports[pair];
+        return port is LinkQueuePair link ? link.Send(frame) : SendOther(pair, port, frame);
     }
 
-    private ReceiveResult SendOther(int pair, ReadOnlySpan<byte> frame)
+    private ReceiveResult SendOther(int pair, INetPort? port, ReadOnlySpan<byte> frame)
     {
-        var port = _ports[pair];
         if (port is null)
         {
             return ReceiveResult.NoBuffers;
@@ -71,7 +70,7 @@ public sealed class PacketEndpoint : INetBackend
     /// <summary>Publishes what was sent on <paramref name="pair"/> and rings the peer if it wants.</summary>
     public void Flush(int pair)
     {
-        if (_links[pair] is { } link)
+        if (_ports[pair] is LinkQueuePair link)
         {
             link.Flush(); // it knows whether anything is unpublished
         }
@@ -88,14 +87,12 @@ public sealed class PacketEndpoint : INetBackend
     void INetBackend.Attach(INetPort port)
     {
         _ports[port.PairIndex] = port;
-        _links[port.PairIndex] = port as LinkQueuePair;
         PairChanged?.Invoke(port.PairIndex, true);
     }
 
     void INetBackend.Detach(int pair)
     {
         _ports[pair] = null;
-        _links[pair] = null;
         PairChanged?.Invoke(pair, false);
     }
 
